@@ -1,0 +1,40 @@
+"""pyro-ils: Intermediate Loss Sampling for discrete latent variables in Pyro.
+
+Swap ``dist.Categorical`` for :class:`ILSCategorical` in a guide, or keep the
+guide and pass :class:`TraceILS_ELBO` to ``SVI``: discrete draws are exact and
+their parameters receive the ILS gradient instead of a score-function term.
+"""
+
+from .debug import GradientDropReport, ILSGradientDropWarning, report_dropped_gradients
+from .distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
+from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
+from .ils import ils_onehot
+from .index_tensor import ILSIndexTensor, ILSOneHotTensor
+from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
+from .projections import PROJECTIONS, project_simplex
+from .reparam import ILSReparam
+from .routing import ILSMessenger, to_ils
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PROJECTION",
+    "DEFAULT_STEP_SIZE",
+    "GradientDropReport",
+    "ILSBernoulli",
+    "ILSCategorical",
+    "ILSGradientDropWarning",
+    "ILSIndexTensor",
+    "ILSMessenger",
+    "ILSOneHotCategorical",
+    "ILSOneHotTensor",
+    "ILSReparam",
+    "PROJECTIONS",
+    "TraceEnumILS_ELBO",
+    "TraceGraphILS_ELBO",
+    "TraceILS_ELBO",
+    "ils_onehot",
+    "project_simplex",
+    "report_dropped_gradients",
+    "to_ils",
+]

@@ -1,0 +1,201 @@
+r"""ELBOs that route discrete guide sites through ILS.
+
+Each is the Pyro ELBO of the same name with the guide wrapped in
+:class:`~pyro_ils.routing.ILSMessenger`: every latent ``Categorical``,
+``OneHotCategorical`` and ``Bernoulli`` guide site (also inside
+``Independent``, masked and expanded wrappers) is drawn by ILS, is treated as
+reparameterized, and contributes no score-function term. Sites that are
+observed, conditioned, enumerated or marked ``infer={"ils": False}`` are left
+to the base ELBO.
+
+The guide's ``-log q(z)`` term (``guide_log_prob``)
+----------------------------------------------------
+With a reparameterized draw, Pyro's surrogate differentiates ``log q(z)`` both
+through the draw and through the parameters at fixed ``z``. For logits the
+second part is :math:`z - \pi` (zero mean), and it adds to the ILS backward
+:math:`\pi - \pi_D`:
+
+.. math:: (\pi - \pi_D) + (z - \pi) = z - \pi_D .
+
+The zero-mean, loss-independent part of the ILS backward cancels; what remains
+is the loss signal. Three choices are offered:
+
+* ``"full"`` (default): keep the term, as Pyro does for reparameterized sites.
+  The total logits gradient is :math:`w (z - \pi_D)`: same expectation as
+  ILS alone, without its order-one noise (``docs/guide_log_prob.md`` has the
+  measurement).
+* ``"stl"`` ("sticking the landing", Roeder et al. 2017): drop the term; the
+  guide's ``log q`` acts only through the draw. The gradient is the plain ILS
+  backward :math:`w (\pi - \pi_D)`.
+* ``"analytic"`` (``TraceILS_ELBO`` only): where the model site's distribution
+  has a registered KL with the guide's (a matching Categorical, OneHotCategorical
+  or Bernoulli), replace ``log p(z) - log q(z)`` by ``-KL(q || p)``, as
+  ``TraceMeanField_ELBO`` does; the other sites keep ``"full"``.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import torch_item
+from torch.distributions import kl_divergence
+
+from .distributions import ILSDistributionMixin
+from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_guide_log_prob, check_options
+from .routing import ILSMessenger
+from .site_weight import particle_weight
+
+__all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
+
+
+def _is_ils_fn(fn) -> bool:
+    while not isinstance(fn, ILSDistributionMixin):
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return True
+
+
+class _ILSELBOMixin:
+    _guide_log_prob_modes: tuple[str, ...] = ("full", "stl")
+
+    def _init_ils(self, step_size, projection, guide_log_prob) -> None:
+        self.step_size, self.projection = check_options(step_size, projection)
+        self.guide_log_prob = check_guide_log_prob(guide_log_prob)
+        if self.guide_log_prob not in self._guide_log_prob_modes:
+            raise ValueError(
+                f"{type(self).__name__} supports guide_log_prob in "
+                f"{self._guide_log_prob_modes}, got {guide_log_prob!r}"
+            )
+
+    def _get_trace(self, model, guide, args, kwargs):
+        guide = ILSMessenger(self.step_size, self.projection, stl=self.guide_log_prob == "stl")(
+            guide
+        )
+        with particle_weight(1.0 / self.num_particles):
+            return super()._get_trace(model, guide, args, kwargs)
+
+
+_OPTIONS_DOC = """
+    :param float step_size: ILS step ``c > 0`` for converted sites (default 1.0).
+    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or ``"reference"``.
+    :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,
+        ``"full"`` (default){extra}; see :mod:`pyro_ils.elbo`.
+    :param elbo_kwargs: passed to the base ELBO (``num_particles``,
+        ``vectorize_particles``, ``max_plate_nesting``, ...).
+"""
+
+
+class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
+    __doc__ = """:class:`~pyro.infer.Trace_ELBO` with discrete guide sites drawn by ILS.
+
+    Example::
+
+        svi = SVI(model, guide, optim, loss=TraceILS_ELBO(step_size=1.0))
+    """ + _OPTIONS_DOC.format(extra=', ``"stl"`` or ``"analytic"``')
+    _guide_log_prob_modes = ("full", "stl", "analytic")
+
+    def __init__(
+        self,
+        step_size: float = DEFAULT_STEP_SIZE,
+        projection: str = DEFAULT_PROJECTION,
+        guide_log_prob: str = "full",
+        **elbo_kwargs,
+    ):
+        self._init_ils(step_size, projection, guide_log_prob)
+        super().__init__(**elbo_kwargs)
+
+    def _analytic_kls(self, model_trace, guide_trace) -> dict:
+        kls = {}
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
+                continue
+            if site["infer"].get("enumerate") or not _is_ils_fn(site["fn"]):
+                continue
+            model_site = model_trace.nodes[name]
+            try:
+                kl = kl_divergence(site["fn"], model_site["fn"])
+            except NotImplementedError:
+                continue
+            kls[name] = scale_and_mask(kl, site["scale"], site["mask"]).sum()
+        return kls
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        if self.guide_log_prob != "analytic":
+            return super()._differentiable_loss_particle(model_trace, guide_trace)
+        kls = self._analytic_kls(model_trace, guide_trace)
+        elbo, surrogate, log_r = 0.0, 0.0, None
+        for name, site in model_trace.nodes.items():
+            if site["type"] == "sample" and name not in kls:
+                elbo = elbo + torch_item(site["log_prob_sum"])
+                surrogate = surrogate + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if name in kls:
+                elbo = elbo - torch_item(kls[name])
+                surrogate = surrogate - kls[name]
+                continue
+            _, score_function_term, entropy_term = site["score_parts"]
+            elbo = elbo - torch_item(site["log_prob_sum"])
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                if log_r is None:
+                    log_r = _compute_log_r(model_trace, guide_trace)
+                site_log_r = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (site_log_r * score_function_term).sum()
+        return -elbo, -surrogate
+
+    def loss(self, model, guide, *args, **kwargs):
+        if self.guide_log_prob != "analytic":
+            return super().loss(model, guide, *args, **kwargs)
+        loss = 0.0
+        with torch.no_grad():
+            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+                loss_particle, _ = self._differentiable_loss_particle(model_trace, guide_trace)
+                loss += torch_item(loss_particle) / self.num_particles
+        return loss
+
+
+class TraceGraphILS_ELBO(_ILSELBOMixin, TraceGraph_ELBO):
+    __doc__ = """:class:`~pyro.infer.TraceGraph_ELBO` with discrete guide sites drawn by ILS.
+
+    Guide sites that are not routed (other non-reparameterizable distributions,
+    sites marked ``infer={"ils": False}``) keep TraceGraph's score-function
+    gradients, with Rao-Blackwellization and baselines.
+    """ + _OPTIONS_DOC.format(extra=' or ``"stl"``')
+
+    def __init__(
+        self,
+        step_size: float = DEFAULT_STEP_SIZE,
+        projection: str = DEFAULT_PROJECTION,
+        guide_log_prob: str = "full",
+        **elbo_kwargs,
+    ):
+        self._init_ils(step_size, projection, guide_log_prob)
+        super().__init__(**elbo_kwargs)
+
+
+class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
+    __doc__ = """:class:`~pyro.infer.TraceEnum_ELBO` with the non-enumerated discrete guide sites
+    drawn by ILS.
+
+    Sites marked for enumeration (``infer={"enumerate": "parallel"}``, in the
+    model or the guide) are summed out exactly; the other discrete guide sites
+    go through ILS. (TraceEnum's surrogate uses ``log q`` itself, so only
+    ``guide_log_prob="full"`` applies.)
+    """ + _OPTIONS_DOC.format(extra="")
+    _guide_log_prob_modes = ("full",)
+
+    def __init__(
+        self,
+        step_size: float = DEFAULT_STEP_SIZE,
+        projection: str = DEFAULT_PROJECTION,
+        guide_log_prob: str = "full",
+        **elbo_kwargs,
+    ):
+        self._init_ils(step_size, projection, guide_log_prob)
+        super().__init__(**elbo_kwargs)

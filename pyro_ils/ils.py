@@ -1,0 +1,148 @@
+r"""The ILS sampler: an exact categorical draw that carries the ILS backward.
+
+Forward, ``z = onehot(k)`` with ``k ~ Cat(softmax(logits))``, exactly.
+Backward, for the incoming gradient ``g = dL/dz``, ILS takes one step of size
+``c`` on the one-hot, maps it back onto the simplex with ``h`` and returns to
+the logits the gradient of ``KL(pi_D || softmax(logits))`` with the target
+``pi_D`` held fixed:
+
+.. math::
+
+    \pi_D = h(z - c\, g), \qquad
+    \frac{\partial}{\partial\,\mathrm{logits}} \mathrm{KL}(\pi_D \,\|\, \pi) = \pi - \pi_D .
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_options
+from .projections import intermediate_target
+
+__all__ = ["ils_onehot", "ils_onehot_from_index", "ils_bernoulli_from_draw", "finite"]
+
+#: The reference code's guard against division by zero in ``-pi_D / (pi + eps)``.
+_REFERENCE_EPS = 1e-7
+
+
+def finite(x: Tensor) -> Tensor:
+    """Replace NaN by 0 and +-inf by +-sqrt(max float), so that a step stays finite."""
+    big = torch.finfo(x.dtype).max ** 0.5
+    return torch.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
+
+
+class _ILSOneHot(torch.autograd.Function):
+    """One-hot of a given draw ``k``, with the ILS gradient to ``logits``."""
+
+    @staticmethod
+    def forward(ctx, logits, index, support, weight, step_size, projection):
+        onehot = F.one_hot(index, logits.size(-1)).to(logits.dtype)
+        ctx.save_for_backward(logits, onehot, support, weight)
+        ctx.step_size = step_size
+        ctx.projection = projection
+        return onehot
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        logits, z, support, weight = ctx.saved_tensors
+        pi = torch.softmax(logits, dim=-1)
+        weight = weight.unsqueeze(-1)
+        nonzero = weight != 0
+        g = finite(grad_output) / torch.where(nonzero, weight, torch.ones_like(weight))
+        g = torch.where(nonzero & support, g, torch.zeros_like(g))
+        target = intermediate_target(z, g, ctx.step_size, ctx.projection, support)
+        if ctx.projection == "reference":
+            grad_logits = -target / (pi + _REFERENCE_EPS)
+        else:
+            grad_logits = pi - target
+        grad_logits = torch.where(support & nonzero, weight * grad_logits, torch.zeros_like(pi))
+        return grad_logits, None, None, None, None, None
+
+
+def ils_onehot_from_index(
+    logits: Tensor,
+    index: Tensor,
+    *,
+    step_size: float,
+    projection: str,
+    support: Tensor | None = None,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """The one-hot of a given draw ``index`` carrying the ILS backward to ``logits``.
+
+    ``logits`` broadcasts against ``index.shape + (K,)``; ``support`` (boolean,
+    same broadcasting) marks the categories that may receive mass (default:
+    finite logits); ``weight`` (broadcasting against ``index.shape``) is the
+    weight the loss puts on each draw, see :mod:`pyro_ils.site_weight`.
+    """
+    shape = index.shape + logits.shape[-1:]
+    logits = logits.expand(shape)
+    if support is None:
+        support = logits > -torch.inf
+    support = support.expand(shape)
+    if weight is None:
+        weight = torch.ones((), dtype=logits.dtype, device=logits.device)
+    weight = weight.to(dtype=logits.dtype, device=logits.device).expand(index.shape)
+    return _ILSOneHot.apply(logits, index, support, weight, step_size, projection)
+
+
+def ils_onehot(
+    logits: Tensor,
+    step_size: float = DEFAULT_STEP_SIZE,
+    projection: str = DEFAULT_PROJECTION,
+) -> Tensor:
+    r"""Draw ``z = onehot(k)``, ``k ~ Cat(softmax(logits))``, carrying the ILS backward.
+
+    For the incoming gradient ``g = dL/dz`` the gradient returned to ``logits`` is
+
+    * ``projection="euclidean"``: :math:`\pi - \pi_D`, with
+      :math:`\pi_D = \mathrm{proj}_\Delta(z - c\,g)` the exact Euclidean projection;
+    * ``projection="normalize"`` (the original proposal's map): :math:`\pi - \pi_D`
+      with ``new = z - c (g - g[k])`` and ``pi_D = new / new.sum(-1)``; where that
+      sum is not positive the row falls back to ``proj_Delta(new)``;
+    * ``projection="reference"``: :math:`-\pi_D / (\pi + 10^{-7})` with the
+      normalize map. This reproduces the original reference code and is
+      **incorrect** (it is the gradient with respect to the probabilities,
+      returned for the logits); use it only for comparison.
+
+    Categories with ``-inf`` logits are never drawn and receive zero gradient.
+
+    :param torch.Tensor logits: unnormalized log-probabilities, shape ``batch + (K,)``.
+    :param float step_size: the step ``c > 0``.
+    :param str projection: ``"euclidean"``, ``"normalize"`` or ``"reference"``.
+    :returns: a one-hot tensor of the shape, dtype and device of ``logits``.
+    """
+    step_size, projection = check_options(step_size, projection)
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() == 0:
+        raise ValueError("logits must be a floating tensor with at least one dimension")
+    with torch.no_grad():
+        index = torch.distributions.Categorical(logits=logits, validate_args=False).sample()
+    return ils_onehot_from_index(logits, index, step_size=step_size, projection=projection)
+
+
+def ils_bernoulli_from_draw(
+    logits: Tensor,
+    value: Tensor,
+    *,
+    step_size: float,
+    projection: str,
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""The two-category case: ``value`` in {0., 1.} carrying the ILS backward to ``logits``.
+
+    The draw is the one-hot ``(1 - b, b)`` of the categories with logits
+    ``(0, a)``; the downstream gradient ``dL/db`` enters as ``g = (0, dL/db)``
+    and the logit ``a`` receives ``sigmoid(a) - pi_D[1]``.
+    """
+    logits = logits.expand(value.shape)
+    pair = torch.stack([torch.zeros_like(logits), logits], dim=-1)
+    onehot = ils_onehot_from_index(
+        pair,
+        value.long(),
+        step_size=step_size,
+        projection=projection,
+        weight=weight,
+    )
+    return onehot[..., 1]

@@ -1,0 +1,46 @@
+"""``ILSReparam``: per-site opt-in to ILS through ``poutine.reparam``."""
+
+from __future__ import annotations
+
+from pyro.infer.reparam.reparam import Reparam
+
+from .options import check_projection, check_step_size
+from .routing import to_ils
+
+__all__ = ["ILSReparam"]
+
+
+class ILSReparam(Reparam):
+    """Reparameterize a discrete site so that its draw carries the ILS backward.
+
+    For users who write their own loss, or who want ILS at a few sites only::
+
+        guide = poutine.reparam(guide, config={"z": ILSReparam(step_size=0.5)})
+
+    Works on ``Categorical``, ``OneHotCategorical`` and ``Bernoulli`` sites,
+    also inside ``Independent``, masked and expanded wrappers. The draw is
+    weighted by the enclosing handlers' scale and mask as with the ILS ELBOs;
+    with several particles, a loss other than the ILS ELBOs does not tell the
+    draw its ``1 / num_particles`` weight (the step then acts as ``c / P``).
+
+    :param float step_size: ILS step ``c``; ``None`` keeps an ILS
+        distribution's own, or the default 1.0.
+    :param str projection: map onto the simplex; ``None`` as above.
+    :raises TypeError: at a site whose distribution has no ILS version.
+    """
+
+    def __init__(self, step_size: float | None = None, projection: str | None = None):
+        self.step_size = None if step_size is None else check_step_size(step_size)
+        self.projection = None if projection is None else check_projection(projection)
+
+    def apply(self, msg):
+        fn = msg["fn"]
+        if msg["is_observed"]:
+            return {"fn": fn, "value": msg["value"], "is_observed": True}
+        new = to_ils(fn, self.step_size, self.projection)
+        if new is None:
+            raise TypeError(
+                f"ILSReparam at site {msg['name']!r}: {type(fn).__name__} has no ILS version "
+                "(supported: Categorical, OneHotCategorical, Bernoulli)"
+            )
+        return {"fn": new, "value": msg["value"], "is_observed": False}

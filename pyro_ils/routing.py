@@ -1,0 +1,136 @@
+"""Routing discrete guide sites through ILS.
+
+:func:`to_ils` turns a Pyro ``Categorical``, ``OneHotCategorical`` or
+``Bernoulli`` (also inside ``Independent``, masked and expanded wrappers) into
+its ILS counterpart. :class:`ILSMessenger` does so for every eligible sample
+site of the program it wraps; the ILS ELBOs wrap the guide with it.
+
+A site is eligible when it is a latent draw that is about to be sampled: not
+observed, no value given (``poutine.condition``, replay), not marked for
+enumeration, and not opted out with ``infer={"ils": False}``.
+``infer={"ils": {"step_size": c, "projection": h}}`` overrides the options for
+one site.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+
+from .distributions import ILSBernoulli, ILSCategorical, ILSDistributionMixin, ILSOneHotCategorical
+from .index_tensor import ILSIndexTensor
+from .options import check_options
+
+__all__ = ["to_ils", "ILSMessenger", "site_options"]
+
+_ILS_TYPES = {
+    dist.Categorical: ILSCategorical,
+    dist.OneHotCategorical: ILSOneHotCategorical,
+    dist.Bernoulli: ILSBernoulli,
+}
+_SITE_KEYS = {"step_size", "projection"}
+
+
+def to_ils(fn, step_size=None, projection=None, *, stl: bool = False):
+    """The ILS version of the distribution ``fn``, or ``None`` if it has none.
+
+    ``step_size``/``projection`` of ``None`` keep an ILS distribution's own
+    options (and give the defaults to a converted one).
+    """
+    if isinstance(fn, dist.Independent):
+        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        return None if base is None else dist.Independent(base, fn.reinterpreted_batch_ndims)
+    if isinstance(fn, MaskedDistribution):
+        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        return None if base is None else base.mask(fn._mask)
+    if isinstance(fn, ExpandedDistribution):
+        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        return None if base is None else base.expand(fn.batch_shape)
+    if isinstance(fn, ILSDistributionMixin):
+        new = fn.with_options(step_size, projection)
+    elif type(fn) in _ILS_TYPES:
+        kwargs = {}
+        if step_size is not None:
+            kwargs["step_size"] = step_size
+        if projection is not None:
+            kwargs["projection"] = projection
+        # Keep the user's parametrization: sampling from probs and from logits
+        # are not bitwise identical.
+        if "logits" in fn.__dict__ or "probs" not in fn.__dict__:
+            params = {"logits": fn.logits}
+        else:
+            params = {"probs": fn.probs}
+        new = _ILS_TYPES[type(fn)](**params, validate_args=fn._validate_args, **kwargs)
+    else:
+        return None
+    new._stl = stl
+    return new
+
+
+def site_options(msg, step_size, projection):
+    """``(enabled, step_size, projection)`` for a site, after its ``infer`` options."""
+    ils = msg["infer"].get("ils", True)
+    if ils is False:
+        return False, None, None
+    if isinstance(ils, dict):
+        unknown = set(ils) - _SITE_KEYS
+        if unknown:
+            raise ValueError(
+                f"site {msg['name']!r}: unknown keys {sorted(unknown)} in infer['ils'] "
+                f"(allowed: {sorted(_SITE_KEYS)})"
+            )
+        step_size, projection = check_options(
+            ils.get("step_size", step_size), ils.get("projection", projection)
+        )
+    elif ils is not True:
+        raise ValueError(
+            f"site {msg['name']!r}: infer['ils'] must be a bool or a dict, got {ils!r}"
+        )
+    return True, step_size, projection
+
+
+def eligible(msg) -> bool:
+    return (
+        msg["type"] == "sample"
+        and not msg["is_observed"]
+        and msg["value"] is None
+        and not isinstance(msg["fn"], _Subsample)
+        and msg["infer"].get("enumerate") is None
+    )
+
+
+class ILSMessenger(Messenger):
+    """Route every eligible discrete sample site through ILS.
+
+    Plain ``Categorical``/``OneHotCategorical``/``Bernoulli`` sites are
+    converted with this messenger's options; sites that already hold an ILS
+    distribution keep their own options unless their ``infer["ils"]`` dict
+    overrides them.
+    """
+
+    def __init__(self, step_size=None, projection=None, stl: bool = False):
+        super().__init__()
+        self.step_size = step_size
+        self.projection = projection
+        self.stl = stl
+
+    def _pyro_sample(self, msg) -> None:
+        if not eligible(msg):
+            return
+        if msg["infer"].get("ils") is False:
+            return
+        fn = msg["fn"]
+        own = isinstance(fn, ILSDistributionMixin) or isinstance(
+            getattr(fn, "base_dist", None), ILSDistributionMixin
+        )
+        default_step, default_proj = (None, None) if own else (self.step_size, self.projection)
+        enabled, step_size, projection = site_options(msg, default_step, default_proj)
+        new = to_ils(fn, step_size, projection, stl=self.stl)
+        if new is not None:
+            msg["fn"] = new
+
+    def _pyro_post_sample(self, msg) -> None:
+        if isinstance(msg["value"], ILSIndexTensor):
+            msg["value"]._ils_site = msg["name"]
