@@ -135,7 +135,8 @@ class ILSIndexTensor(Tensor):
             raise TypeError(f"ILSIndexTensor needs an int64 index, got {index.dtype}")
         if onehot.shape[:-1] != index.shape:
             raise ValueError(
-                f"onehot shape {tuple(onehot.shape)} does not match index shape {tuple(index.shape)}"
+                f"onehot shape {tuple(onehot.shape)} does not match "
+                f"index shape {tuple(index.shape)}"
             )
         obj = index.as_subclass(cls)
         obj._ils_onehot = onehot
@@ -388,7 +389,8 @@ def _indexed_dim_size(x: Tensor, idx: tuple, position: int) -> int:
     """Size of the dimension of ``x`` that ``idx[position]`` indexes."""
     consumes = [0 if (a is None or a is Ellipsis) else 1 for a in idx]
     ellipsis_dims = x.dim() - sum(consumes)
-    d = sum(ellipsis_dims if a is Ellipsis else c for a, c in zip(idx[:position], consumes))
+    before = zip(idx[:position], consumes[:position], strict=True)
+    d = sum(ellipsis_dims if a is Ellipsis else c for a, c in before)
     return x.shape[d]
 
 
