@@ -76,7 +76,7 @@ def _onehot(x) -> Tensor | None:
 
 def _site(*xs) -> str | None:
     for x in xs:
-        if isinstance(x, ILSIndexTensor):
+        if isinstance(x, (ILSIndexTensor, ILSOneHotTensor)):
             return x.__dict__.get("_ils_site")
     return None
 
@@ -103,20 +103,27 @@ _SILENT = frozenset(
 )  # fmt: skip
 
 
+_API_FILES = tuple(
+    os.path.join(os.path.dirname(torch.__file__), name)
+    for name in ("overrides.py", "_tensor.py", "functional.py", os.path.join("nn", "functional.py"))
+)
+
+
 def _record(func, args) -> None:
     name = getattr(func, "__name__", str(func))
     if name in _SILENT:
         return
-    # Attribute the drop to the first frame outside torch, pyro and pyro_ils;
-    # operations made only by those libraries (validation, bookkeeping) are not the user's.
+    # Find the code that called the torch operation (skipping this package and
+    # torch's Python API wrappers). Operations called from inside torch or pyro
+    # (validation, bookkeeping) are not the user's model and are not reported.
     frame = sys._getframe(2)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_PKG_DIRS):
-            where = f"{name} at {os.path.basename(filename)}:{frame.f_lineno}"
-            record_drop(_site(*args), where)
-            return
+    own = os.path.dirname(__file__) + os.sep
+    while frame is not None and frame.f_code.co_filename.startswith((own,) + _API_FILES):
         frame = frame.f_back
+    if frame is None or frame.f_code.co_filename.startswith(_PKG_DIRS):
+        return
+    where = f"{name} at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    record_drop(_site(*args), where)
 
 
 class ILSIndexTensor(Tensor):
@@ -190,23 +197,41 @@ class ILSOneHotTensor(Tensor):
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*_plain(args), **_plain(kwargs))
-        if isinstance(result, Tensor) and result.is_floating_point():
-            # Same op with the float one-hot in place of the integer one: same
-            # values (0 and 1 convert exactly), plus the gradient path.
-            def swap(x):
-                if isinstance(x, ILSOneHotTensor):
-                    return x.__dict__["_ils_onehot"].to(result.dtype)
-                if isinstance(x, (tuple, list)):
-                    return type(x)(swap(a) for a in x)
-                return x
-
-            if func in (Tensor.float, Tensor.double, Tensor.half, Tensor.bfloat16, Tensor.to,
-                        Tensor.type, Tensor.type_as):  # fmt: skip
-                return args[0].__dict__["_ils_onehot"].to(result.dtype).to(result.device)
-            return func(*swap(args), **swap(kwargs))
-        if _ACTIVE.get() is not None:
-            _record(func, args)
+        if not isinstance(result, Tensor) or not (
+            result.is_floating_point() or result.dtype == torch.long
+        ):
+            if _ACTIVE.get() is not None:
+                _record(func, args)
+            return result
+        if func in _FLOAT_CONVERSIONS:
+            return args[0].__dict__["_ils_onehot"].to(dtype=result.dtype, device=result.device)
+        # The same operation with the float one-hot in place of the integer one
+        # gives the same values (0 and 1 convert exactly) and the gradient path.
+        dtype = result.dtype if result.is_floating_point() else None
+        swapped = func(*_swap_onehot(args, dtype), **_swap_onehot(kwargs, dtype))
+        if result.is_floating_point():
+            return swapped
+        if isinstance(swapped, Tensor) and swapped.is_floating_point():
+            if swapped.shape == result.shape:
+                return ILSOneHotTensor(result, swapped, _site(*args))
         return result
+
+
+_FLOAT_CONVERSIONS = frozenset(
+    {Tensor.float, Tensor.double, Tensor.half, Tensor.bfloat16, Tensor.to, Tensor.type,
+     Tensor.type_as}
+)  # fmt: skip
+
+
+def _swap_onehot(x, dtype):
+    if isinstance(x, ILSOneHotTensor):
+        oh = x.__dict__["_ils_onehot"]
+        return oh if dtype is None else oh.to(dtype)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_swap_onehot(a, dtype) for a in x)
+    if isinstance(x, dict):
+        return {k: _swap_onehot(v, dtype) for k, v in x.items()}
+    return x
 
 
 # ---------------------------------------------------------------------------

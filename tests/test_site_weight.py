@@ -1,0 +1,96 @@
+"""The draw's weight in the loss (scale, subsampling, mask, particles) is divided
+out of the step and multiplied back into the gradient, so that subsampling does
+not change what the target means."""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_ils import ILSCategorical, project_simplex
+from pyro_ils.site_weight import particle_weight
+
+K, N, B = 4, 10, 5
+C = 0.02
+
+
+def _logits():
+    torch.manual_seed(1)
+    return torch.randn(B, K, dtype=torch.float64, requires_grad=True)
+
+
+def _per_point_loss(z):
+    # A loss whose gradient differs per point and per category.
+    table = torch.linspace(-2, 3, K, dtype=torch.float64)
+    weights = torch.arange(1, B + 1, dtype=torch.float64)
+    return (weights * (table**2)[z]).sum()
+
+
+def _grad(context, loss_factor):
+    logits = _logits()
+    pyro.set_rng_seed(0)
+    with context():
+        z = ILSCategorical(logits=logits, step_size=C).rsample()
+    (loss_factor * _per_point_loss(z)).backward()
+    return z, logits.grad
+
+
+def _expected(z, logits, factor):
+    """factor * (pi - proj(onehot - c * g)) with g the per-point (unit) gradient."""
+    table = torch.linspace(-2, 3, K, dtype=torch.float64)
+    weights = torch.arange(1, B + 1, dtype=torch.float64)
+    g = weights[:, None] * table[None, :] ** 2
+    onehot = torch.nn.functional.one_hot(z.as_subclass(torch.Tensor), K).double()
+    pi = torch.softmax(logits.detach(), -1)
+    return factor * (pi - project_simplex(onehot - C * g))
+
+
+def _nothing():
+    return torch.enable_grad()
+
+
+def test_unweighted_draw_matches_formula():
+    z, grad = _grad(_nothing, 1.0)
+    torch.testing.assert_close(grad, _expected(z, _logits(), 1.0))
+
+
+def test_subsampling_keeps_the_target():
+    # In a subsampled plate the loss carries N / B; the target must not change.
+    z, grad = _grad(lambda: pyro.plate("data", N, subsample=torch.arange(B)), N / B)
+    torch.testing.assert_close(grad, _expected(z, _logits(), N / B))
+    # ... which differs from stepping with the scaled gradient (the test can fail):
+    table = torch.linspace(-2, 3, K, dtype=torch.float64)
+    g = torch.arange(1, B + 1, dtype=torch.float64)[:, None] * table**2
+    onehot = torch.nn.functional.one_hot(z.as_subclass(torch.Tensor), K).double()
+    pi = torch.softmax(_logits().detach(), -1)
+    naive = (N / B) * (pi - project_simplex(onehot - C * (N / B) * g))
+    assert not torch.allclose(grad, naive)
+
+
+@pytest.mark.parametrize("scale", [0.01, 3.0])
+def test_poutine_scale_keeps_the_target(scale):
+    z, grad = _grad(lambda: poutine.scale(scale=scale), scale)
+    torch.testing.assert_close(grad, _expected(z, _logits(), scale))
+
+
+def test_mask_zeroes_masked_draws():
+    mask = torch.tensor([True, False, True, False, True])
+    z, grad = _grad(lambda: poutine.mask(mask=mask), 1.0)
+    expected = _expected(z, _logits(), 1.0) * mask[:, None]
+    torch.testing.assert_close(grad, expected)
+    assert (grad[~mask] == 0).all()
+
+
+def test_distribution_mask_zeroes_masked_draws():
+    mask = torch.tensor([True, False, True, False, True])
+    logits = _logits()
+    pyro.set_rng_seed(0)
+    z = ILSCategorical(logits=logits, step_size=C).mask(mask).rsample()
+    _per_point_loss(z).backward()
+    assert (logits.grad[~mask] == 0).all()
+    assert (logits.grad[mask] != 0).any()
+
+
+def test_particle_weight():
+    z, grad = _grad(lambda: particle_weight(0.25), 0.25)
+    torch.testing.assert_close(grad, _expected(z, _logits(), 0.25))

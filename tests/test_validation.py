@@ -1,0 +1,158 @@
+"""Bad input raises a ValueError that names the problem; nothing is silently wrong."""
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import SVI, JitTrace_ELBO
+
+from pyro_ils import (
+    ILSBernoulli,
+    ILSCategorical,
+    ILSOneHotCategorical,
+    ILSReparam,
+    TraceEnumILS_ELBO,
+    TraceGraphILS_ELBO,
+    TraceILS_ELBO,
+)
+
+ELBOS = [TraceILS_ELBO, TraceGraphILS_ELBO, TraceEnumILS_ELBO]
+
+
+@pytest.fixture(autouse=True)
+def _validation_on():
+    pyro.clear_param_store()
+    with pyro.validation_enabled(True):
+        yield
+
+
+@pytest.mark.parametrize("cls", [ILSCategorical, ILSOneHotCategorical])
+@pytest.mark.parametrize(
+    "probs",
+    [
+        torch.tensor([0.5, -0.1, 0.6]),
+        torch.tensor([0.5, float("nan"), 0.5]),
+        torch.tensor([0.0, 0.0, 0.0]),
+    ],
+    ids=["negative", "nan", "zero-sum"],
+)
+def test_bad_probs(cls, probs):
+    with pytest.raises(ValueError, match="probs"):
+        cls(probs=probs)
+
+
+@pytest.mark.parametrize(
+    "probs", [torch.tensor([1.5]), torch.tensor([-0.1]), torch.tensor([float("nan")])]
+)
+def test_bad_bernoulli_probs(probs):
+    with pytest.raises(ValueError, match="probs"):
+        ILSBernoulli(probs=probs)
+
+
+def test_validation_off_follows_pyro():
+    with pyro.validation_enabled(False):
+        ILSCategorical(probs=torch.tensor([0.5, -0.1, 0.6]))
+        ILSCategorical(logits=torch.zeros(3)).log_prob(torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("cls", [ILSCategorical, ILSOneHotCategorical])
+def test_scalar_logits(cls):
+    with pytest.raises(ValueError, match="one-dimensional"):
+        cls(logits=torch.tensor(0.3))
+
+
+def test_float_value_to_categorical_log_prob():
+    d = ILSCategorical(logits=torch.zeros(3))
+    with pytest.raises(ValueError, match="integer"):
+        d.log_prob(torch.tensor(1.0))
+    assert torch.isfinite(d.log_prob(torch.tensor(1)))
+
+
+def test_out_of_support_and_wrong_shapes():
+    d = ILSCategorical(logits=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="support"):
+        d.log_prob(torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="broadcastable|size"):
+        d.log_prob(torch.tensor([0, 1, 2]))
+    oh = ILSOneHotCategorical(logits=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="size|shape|broadcast"):
+        oh.log_prob(torch.eye(4)[:2])
+    with pytest.raises(ValueError, match="support"):
+        oh.log_prob(torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]))
+    b = ILSBernoulli(logits=torch.zeros(3))
+    with pytest.raises(ValueError, match="support"):
+        b.log_prob(torch.tensor([0.0, 0.5, 1.0]))
+
+
+@pytest.mark.parametrize("step_size", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+def test_bad_step_size_everywhere(step_size):
+    for make in [
+        lambda: ILSCategorical(logits=torch.zeros(3), step_size=step_size),
+        lambda: ILSReparam(step_size=step_size),
+        *[lambda elbo=elbo: elbo(step_size=step_size) for elbo in ELBOS],
+    ]:
+        with pytest.raises(ValueError, match="step_size"):
+            make()
+
+
+@pytest.mark.parametrize("projection", ["euclid", None, 3])
+def test_bad_projection_everywhere(projection):
+    for make in [
+        lambda: ILSCategorical(logits=torch.zeros(3), projection=projection),
+        *[lambda elbo=elbo: elbo(projection=projection) for elbo in ELBOS],
+    ]:
+        with pytest.raises(ValueError, match="projection"):
+            make()
+    if projection is not None:  # None means "keep the distribution's own"
+        with pytest.raises(ValueError, match="projection"):
+            ILSReparam(projection=projection)
+
+
+def test_guide_log_prob_modes():
+    with pytest.raises(ValueError, match="guide_log_prob"):
+        TraceILS_ELBO(guide_log_prob="none")
+    with pytest.raises(ValueError, match="guide_log_prob"):
+        TraceGraphILS_ELBO(guide_log_prob="analytic")
+    with pytest.raises(ValueError, match="guide_log_prob"):
+        TraceEnumILS_ELBO(guide_log_prob="stl")
+
+
+def _model():
+    pyro.sample("z", dist.Categorical(logits=torch.zeros(3)))
+
+
+def _guide_with(infer):
+    def guide():
+        logits = pyro.param("logits", torch.zeros(3))
+        pyro.sample("z", dist.Categorical(logits=logits), infer=infer)
+
+    return guide
+
+
+@pytest.mark.parametrize(
+    "infer,match",
+    [({"ils": {"step": 1.0}}, "unknown keys"), ({"ils": {"step_size": -1}}, "step_size"),
+     ({"ils": "yes"}, "bool or a dict")],
+)  # fmt: skip
+def test_bad_site_options(infer, match):
+    with pytest.raises(ValueError, match=match):
+        TraceILS_ELBO().differentiable_loss(_model, _guide_with(infer))
+
+
+def test_reparam_on_unsupported_site():
+    def guide():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(TypeError, match="no ILS version"):
+        poutine.reparam(guide, config={"x": ILSReparam()})()
+
+
+def test_jit_gives_a_clear_error_not_wrong_gradients():
+    def guide():
+        logits = pyro.param("logits", torch.zeros(3))
+        pyro.sample("z", ILSCategorical(logits=logits))
+
+    svi = SVI(_model, guide, pyro.optim.Adam({"lr": 0.1}), loss=JitTrace_ELBO())
+    with pytest.raises(NotImplementedError, match="JIT"):
+        svi.step()
