@@ -26,7 +26,7 @@ extra rows showing where the time goes):
 Timing: per variant a warm-up, then ``rounds`` rounds in which every variant
 runs ``steps`` timed ``svi.step`` calls in turn (interleaving spreads machine
 drift over all variants). Reported: median and interquartile range of the
-per-step wall time.
+per-step wall time and process CPU time (the headline ratio uses wall time).
 
 Usage::
 

@@ -42,17 +42,28 @@ class ILSDistributionMixin:
     step_size: float
     projection: str
 
-    def _init_ils(self, step_size, projection) -> None:
+    def _init_ils(self, step_size, projection, logits) -> None:
         self.step_size, self.projection = check_options(step_size, projection)
         self._grad_mask = None
-        self._stl = False
+        self._stl = True
+        # The user's logits, before the base class normalizes them; the ILS
+        # backward returns its gradient to these (this matters for the
+        # "reference" mode, whose gradient does not sum to zero).
+        self._raw_logits = logits
 
     def _copy_ils(self, new):
         new.step_size = self.step_size
         new.projection = self.projection
         new._grad_mask = self._grad_mask
         new._stl = self._stl
+        raw = self._raw_logits
+        if raw is not None and raw.shape[:-1] != new.batch_shape:
+            raw = raw.expand(new.batch_shape + raw.shape[-1:])
+        new._raw_logits = raw
         return new
+
+    def _ils_logits(self) -> Tensor:
+        return self.logits if self._raw_logits is None else self._raw_logits
 
     def with_options(self, step_size=None, projection=None):
         """A copy with other ILS options (``None`` keeps the current one)."""
@@ -71,6 +82,16 @@ class ILSDistributionMixin:
         elif not mask:
             new._grad_mask = torch.zeros((), dtype=torch.bool)
         return super(ILSDistributionMixin, new).mask(mask)
+
+    def _support_mask(self) -> Tensor | None:
+        """Categories that may be drawn, or ``None`` when all may."""
+        # Check the parameter the user gave (probs may hold exact zeros; logits
+        # computed from them are clamped), without computing the other one.
+        if self._param is self.__dict__.get("probs"):
+            support = self._param > 0
+        else:
+            support = self._param > -torch.inf
+        return None if bool(support.all()) else support
 
     def _draw_weight(self, dtype, device) -> Tensor:
         weight = current_site_weight(dtype, device)
@@ -136,7 +157,7 @@ class ILSCategorical(ILSDistributionMixin, Categorical):
         step_size: float = DEFAULT_STEP_SIZE,
         projection: str = DEFAULT_PROJECTION,
     ):
-        self._init_ils(step_size, projection)
+        self._init_ils(step_size, projection, logits)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -146,15 +167,16 @@ class ILSCategorical(ILSDistributionMixin, Categorical):
 
     def rsample(self, sample_shape=torch.Size()):
         index = super().sample(sample_shape)
-        if not self._ils_path_wanted(self.logits):
+        logits = self._ils_logits()
+        if not self._ils_path_wanted(logits):
             return index
         onehot = ils_onehot_from_index(
-            self.logits,
+            logits,
             index,
             step_size=self.step_size,
             projection=self.projection,
-            support=self.probs > 0,
-            weight=self._draw_weight(self.logits.dtype, self.logits.device),
+            support=self._support_mask(),
+            weight=self._draw_weight(logits.dtype, logits.device),
         )
         return ILSIndexTensor(index, onehot)
 
@@ -189,7 +211,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
         step_size: float = DEFAULT_STEP_SIZE,
         projection: str = DEFAULT_PROJECTION,
     ):
-        self._init_ils(step_size, projection)
+        self._init_ils(step_size, projection, logits)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -199,7 +221,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
 
     def rsample(self, sample_shape=torch.Size()):
         value = super().sample(sample_shape)
-        logits = self.logits
+        logits = self._ils_logits()
         if not self._ils_path_wanted(logits):
             return value
         return ils_onehot_from_index(
@@ -207,7 +229,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
             value.argmax(-1),
             step_size=self.step_size,
             projection=self.projection,
-            support=self.probs > 0,
+            support=self._support_mask(),
             weight=self._draw_weight(logits.dtype, logits.device),
         )
 
@@ -223,7 +245,8 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
         )
 
     def _detached_params(self):
-        return OneHotCategorical(logits=self.logits.detach(), validate_args=False)
+        # An ILS distribution, whose log_prob is differentiable in the value.
+        return ILSOneHotCategorical(logits=self.logits.detach(), validate_args=False)
 
 
 @_validate_options_doc
@@ -245,7 +268,7 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
         step_size: float = DEFAULT_STEP_SIZE,
         projection: str = DEFAULT_PROJECTION,
     ):
-        self._init_ils(step_size, projection)
+        self._init_ils(step_size, projection, None)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

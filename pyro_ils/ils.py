@@ -49,15 +49,19 @@ class _ILSOneHot(torch.autograd.Function):
         logits, z, support, weight = ctx.saved_tensors
         pi = torch.softmax(logits, dim=-1)
         weight = weight.unsqueeze(-1)
-        nonzero = weight != 0
-        g = finite(grad_output) / torch.where(nonzero, weight, torch.ones_like(weight))
-        g = torch.where(nonzero & support, g, torch.zeros_like(g))
+        # Per-draw gradient g / w. Draws with w = 0 (masked out) divide by 1
+        # instead and are zeroed by the final multiplication by w.
+        g = finite(grad_output) / torch.where(weight != 0, weight, torch.ones_like(weight))
+        if support is not None:
+            g = g.masked_fill(~support, 0.0)
         target = intermediate_target(z, g, ctx.step_size, ctx.projection, support)
         if ctx.projection == "reference":
             grad_logits = -target / (pi + _REFERENCE_EPS)
         else:
             grad_logits = pi - target
-        grad_logits = torch.where(support & nonzero, weight * grad_logits, torch.zeros_like(pi))
+        grad_logits = weight * grad_logits
+        if support is not None:
+            grad_logits = grad_logits.masked_fill(~support, 0.0)
         return grad_logits, None, None, None, None, None
 
 
@@ -73,18 +77,19 @@ def ils_onehot_from_index(
     """The one-hot of a given draw ``index`` carrying the ILS backward to ``logits``.
 
     ``logits`` broadcasts against ``index.shape + (K,)``; ``support`` (boolean,
-    same broadcasting) marks the categories that may receive mass (default:
-    finite logits); ``weight`` (broadcasting against ``index.shape``) is the
+    same broadcasting; ``None`` for all categories) marks the categories that
+    may receive mass; ``weight`` (broadcasting against ``index.shape``) is the
     weight the loss puts on each draw, see :mod:`pyro_ils.site_weight`.
     """
     shape = index.shape + logits.shape[-1:]
     logits = logits.expand(shape)
-    if support is None:
-        support = logits > -torch.inf
-    support = support.expand(shape)
+    if support is not None:
+        support = support.expand(shape)
     if weight is None:
         weight = torch.ones((), dtype=logits.dtype, device=logits.device)
-    weight = weight.to(dtype=logits.dtype, device=logits.device).expand(index.shape)
+    weight = weight.to(dtype=logits.dtype, device=logits.device)
+    if weight.dim():
+        weight = weight.expand(index.shape)
     return _ILSOneHot.apply(logits, index, support, weight, step_size, projection)
 
 
@@ -119,7 +124,11 @@ def ils_onehot(
         raise ValueError("logits must be a floating tensor with at least one dimension")
     with torch.no_grad():
         index = torch.distributions.Categorical(logits=logits, validate_args=False).sample()
-    return ils_onehot_from_index(logits, index, step_size=step_size, projection=projection)
+        support = logits > -torch.inf
+    support = None if bool(support.all()) else support
+    return ils_onehot_from_index(
+        logits, index, step_size=step_size, projection=projection, support=support
+    )
 
 
 def ils_bernoulli_from_draw(
@@ -134,15 +143,26 @@ def ils_bernoulli_from_draw(
 
     The draw is the one-hot ``(1 - b, b)`` of the categories with logits
     ``(0, a)``; the downstream gradient ``dL/db`` enters as ``g = (0, dL/db)``
-    and the logit ``a`` receives ``sigmoid(a) - pi_D[1]``.
+    and the logit ``a`` receives the category-1 component of the two-category
+    gradient, ``sigmoid(a) - pi_D[1]`` (zero for ``a = +-inf``).
     """
     logits = logits.expand(value.shape)
-    pair = torch.stack([torch.zeros_like(logits), logits], dim=-1)
+    # The logits (0, a) of the two categories, shifted by a constant so that
+    # they stay finite (softmax is shift-invariant): (-s, a - s), s = max(a, 0).
+    # The logit a receives exactly the category-1 component of the gradient;
+    # an infinite logit (a certain outcome) receives zero.
+    big = torch.finfo(logits.dtype).max ** 0.5
+    a = logits.clamp(-big, big)
+    shift = a.detach().clamp(min=0)
+    pair = torch.stack([-shift, a - shift], dim=-1)
+    with torch.no_grad():
+        support = torch.stack([logits < torch.inf, logits > -torch.inf], dim=-1)
     onehot = ils_onehot_from_index(
         pair,
         value.long(),
         step_size=step_size,
         projection=projection,
+        support=None if bool(support.all()) else support,
         weight=weight,
     )
     return onehot[..., 1]

@@ -129,7 +129,7 @@ def _record(func, args) -> None:
 class ILSIndexTensor(Tensor):
     """An ``int64`` draw of a categorical that is differentiable through indexing.
 
-    Create with ``ILSIndexTensor(index, onehot)``; ``onehot`` has shape
+    Create with ``ILSIndexTensor(index, onehot)``; ``onehot`` broadcasts to
     ``index.shape + (K,)`` and carries the ILS backward. The object is an
     ordinary integer tensor for every purpose but indexing (see the module
     docstring). Saving (``torch.save``, ``copy.deepcopy``, pickling) stores the
@@ -140,7 +140,17 @@ class ILSIndexTensor(Tensor):
     def __new__(cls, index: Tensor, onehot: Tensor, site: str | None = None):
         if index.dtype != torch.long:
             raise TypeError(f"ILSIndexTensor needs an int64 index, got {index.dtype}")
-        if onehot.shape[:-1] != index.shape:
+        # The one-hot is kept compact: any shape that broadcasts to
+        # index.shape + (K,), so that broadcasting the draw costs nothing.
+        extra = index.dim() + 1 - onehot.dim()
+        if extra > 0:
+            onehot = onehot.reshape((1,) * extra + onehot.shape)
+        target = index.shape + onehot.shape[-1:]
+        try:
+            ok = extra >= 0 and torch.broadcast_shapes(onehot.shape, target) == target
+        except RuntimeError:
+            ok = False
+        if not ok:
             raise ValueError(
                 f"onehot shape {tuple(onehot.shape)} does not match "
                 f"index shape {tuple(index.shape)}"
@@ -153,7 +163,8 @@ class ILSIndexTensor(Tensor):
     @property
     def onehot(self) -> Tensor:
         """The differentiable one-hot of the draw, shape ``self.shape + (K,)``."""
-        return self.__dict__["_ils_onehot"]
+        base = self.__dict__["_ils_onehot"]
+        return base.expand(self.shape + base.shape[-1:])
 
     def __reduce_ex__(self, protocol):
         return self.as_subclass(Tensor).__reduce_ex__(protocol)
@@ -246,9 +257,9 @@ def _wrap_like(result, oh, site):
 
 def _reshape_like(func, args, kwargs):
     result = func(*_plain(args), **_plain(kwargs))
-    oh = _onehot(args[0])
-    if oh is None or not isinstance(result, Tensor) or result.dtype != torch.long:
+    if _onehot(args[0]) is None or not isinstance(result, Tensor) or result.dtype != torch.long:
         return result
+    oh = args[0].onehot
     return ILSIndexTensor(result, oh.reshape(result.shape + oh.shape[-1:]), _site(args[0]))
 
 
@@ -257,7 +268,7 @@ def _expand_like(func, args, kwargs):
     oh = _onehot(args[0])
     if oh is None:
         return result
-    return ILSIndexTensor(result, oh.expand(result.shape + oh.shape[-1:]), _site(args[0]))
+    return ILSIndexTensor(result, oh, _site(args[0]))
 
 
 def _same_shape(func, args, kwargs):
@@ -304,9 +315,7 @@ def _broadcast_tensors(func, args, kwargs):
     out = []
     for t, r in zip(tensors, results, strict=True):
         oh = _onehot(t)
-        out.append(
-            r if oh is None else ILSIndexTensor(r, oh.expand(r.shape + oh.shape[-1:]), _site(t))
-        )
+        out.append(r if oh is None else ILSIndexTensor(r, oh, _site(t)))
     return tuple(out)
 
 
@@ -322,6 +331,7 @@ def _cat_or_stack(func, args, kwargs):
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
     ndim = result.dim() if func in (torch.stack,) else tensors[0].dim()
     dim = dim % ndim
+    ohs = [t.onehot for t in tensors]
     return ILSIndexTensor(result, func(ohs, dim), _site(*tensors))
 
 
@@ -353,8 +363,17 @@ def _getitem_grad(x: Tensor, index: tuple, position: int, oh: Tensor):
                 new.append(a)
         return tuple(new)
 
+    if len(index) == 1:
+        # x[z]: the contraction over the leading dimension is one matrix product.
+        def leading_grad_fn(grad_out):
+            table = finite(x.detach()[:num_categories]).reshape(num_categories, -1)
+            grad = grad_out.reshape(-1, table.shape[1]) @ table.T
+            return grad.reshape(index[0].shape + (num_categories,)).sum_to_size(oh.shape)
+
+        return leading_grad_fn
+
     def grad_fn(grad_out):
-        xd = x.detach()
+        xd = finite(x.detach())
         alt = xd[alt_index(torch.arange(num_categories, device=xd.device))]
         # Locate the alternatives' dimension by shape inference on the meta device.
         meta_x = torch.empty(xd.shape, device="meta")
@@ -368,7 +387,7 @@ def _getitem_grad(x: Tensor, index: tuple, position: int, oh: Tensor):
         shape_k1 = meta_x[tuple(meta(a) for a in alt_index(torch.arange(num_categories + 1)))].shape
         pos = next(i for i, (a, b) in enumerate(zip(shape_k, shape_k1, strict=True)) if a != b)
         broadcast_ndim = max(a.dim() for a in index if isinstance(a, Tensor))
-        prod = finite(alt) * grad_out.unsqueeze(pos)
+        prod = alt * grad_out.unsqueeze(pos)
         start = pos - broadcast_ndim
         dims = tuple(range(start)) + tuple(range(pos + 1, prod.dim()))
         if dims:
@@ -387,11 +406,7 @@ def _getitem(func, args, kwargs):
         oh = _onehot(x)
         if oh is None:
             return result
-        if any(a is Ellipsis for a in idx):
-            oh_idx = _plain(idx) + (slice(None),)
-        else:
-            oh_idx = _plain(idx) + (Ellipsis, slice(None))
-        return ILSIndexTensor(result, oh[oh_idx], _site(x))
+        return ILSIndexTensor(result, _slice_onehot(x, oh, _plain(idx)), _site(x))
     if any(isinstance(a, Tensor) and a.dtype == torch.bool for a in idx):
         raise NotImplementedError(
             "indexing with a boolean mask next to an ILS draw is not supported"
@@ -408,6 +423,32 @@ def _getitem(func, args, kwargs):
         _alternatives_check(dim_size, oh.shape[-1], "x[z]")
         out = link_gradient(out, oh, _getitem_grad(_plain(x), plain_idx, i, oh))
     return out
+
+
+def _slice_onehot(x: Tensor, oh: Tensor, idx: tuple) -> Tensor:
+    """``x.onehot[idx]``, computed on the compact one-hot when ``idx`` is basic."""
+    has_ellipsis = any(a is Ellipsis for a in idx)
+    basic = all(
+        a is None or a is Ellipsis or (isinstance(a, (int, slice)) and not isinstance(a, bool))
+        for a in idx
+    )
+    if not basic:
+        tail = (slice(None),) if has_ellipsis else (Ellipsis, slice(None))
+        return x.onehot[idx + tail]
+    consumed = sum(a is not None and a is not Ellipsis for a in idx)
+    new, d = [], 0
+    for a in idx:
+        if a is Ellipsis:
+            new.extend([slice(None)] * (x.dim() - consumed))
+            d += x.dim() - consumed
+            continue
+        if a is not None:
+            if oh.shape[d] == 1 and x.shape[d] != 1:
+                # A broadcast dimension: every position holds the same one-hot.
+                a = 0 if isinstance(a, int) else slice(None)
+            d += 1
+        new.append(a)
+    return oh[tuple(new) + (Ellipsis, slice(None))]
 
 
 def _indexed_dim_size(x: Tensor, idx: tuple, position: int) -> int:
@@ -469,7 +510,7 @@ def _index_select(func, args, kwargs):
             .reshape(num_categories, -1)
         )
         g = grad_out.movedim(d, 0).reshape(grad_out.shape[d], -1)
-        return (g @ alt.T).reshape(oh.shape)
+        return (g @ alt.T).sum_to_size(oh.shape)
 
     return link_gradient(out, oh, grad_fn)
 
@@ -485,7 +526,7 @@ def _embedding(func, args, kwargs):
     _alternatives_check(weight.shape[0], num_categories, "F.embedding")
 
     def grad_fn(grad_out):
-        return grad_out @ finite(weight.detach()[:num_categories]).T
+        return (grad_out @ finite(weight.detach()[:num_categories]).T).sum_to_size(oh.shape)
 
     return link_gradient(out, oh, grad_fn)
 
@@ -493,9 +534,9 @@ def _embedding(func, args, kwargs):
 def _one_hot(func, args, kwargs):
     index = _arg(args, kwargs, 0, "input")
     out = func(*_plain(args), **_plain(kwargs))
-    oh = _onehot(index)
-    if oh is None:
+    if _onehot(index) is None:
         return out
+    oh = index.onehot
     num_classes = out.shape[-1]
     if num_classes >= oh.shape[-1]:
         float_oh = F.pad(oh, (0, num_classes - oh.shape[-1]))

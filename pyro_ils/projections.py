@@ -16,26 +16,50 @@ __all__ = ["project_simplex", "PROJECTIONS"]
 PROJECTIONS = ("euclidean", "normalize", "reference")
 
 
-def _project_simplex(v: Tensor) -> Tensor:
-    """Sort-based Euclidean projection; ``-inf`` entries are held at zero.
+#: Rows are first projected from their top ``_TOP_M`` entries; see ``_project_simplex``.
+_TOP_M = 8
 
-    For each row, the projection is ``max(v - tau, 0)`` where ``tau`` is the
-    unique threshold making the result sum to one. With ``u`` the entries
-    sorted in decreasing order, ``rho = max{j : u_j - (sum_{i<=j} u_i - 1) / j > 0}``
-    and ``tau = (sum_{i<=rho} u_i - 1) / rho`` (Held et al. 1974; Duchi et al. 2008).
+
+def _threshold(u: Tensor) -> tuple[Tensor, Tensor]:
+    """For rows ``u`` sorted in decreasing order (``-inf`` = excluded), the
+    threshold ``tau`` and whether the last entry of ``u`` is still in the support.
+
+    ``rho = max{j : u_j - (sum_{i<=j} u_i - 1) / j > 0}`` and
+    ``tau = (sum_{i<=rho} u_i - 1) / rho`` (Held et al. 1974; Duchi et al. 2008).
     """
-    finite = v > -torch.inf
-    u, _ = torch.sort(v, dim=-1, descending=True)
-    u_finite = u > -torch.inf
-    u = torch.where(u_finite, u, torch.zeros_like(u))
+    ranks = torch.arange(1, u.size(-1) + 1, device=u.device, dtype=u.dtype)
+    present = u > -torch.inf
+    u = u.masked_fill(~present, 0.0)
     css = u.cumsum(-1)
-    ranks = torch.arange(1, v.size(-1) + 1, device=v.device, dtype=v.dtype)
-    cond = (u * ranks > css - 1) & u_finite
-    # rho is the largest rank satisfying the condition (the first one always does).
+    cond = (u * ranks > css - 1) & present
+    # The condition holds exactly for ranks 1..rho (the first always holds).
     rho = (cond * ranks).amax(-1, keepdim=True).clamp(min=1)
     tau = (css.gather(-1, rho.long() - 1) - 1) / rho
-    out = (v - tau).clamp(min=0)
-    return torch.where(finite, out, torch.zeros_like(out))
+    return tau, cond[..., -1]
+
+
+def _project_simplex(v: Tensor, allowed: Tensor | None = None) -> Tensor:
+    """Exact Euclidean projection of the rows of ``v``; entries outside
+    ``allowed`` (``None``: all allowed) are held at zero.
+
+    The projection is ``max(v - tau, 0)``. ``tau`` depends only on the entries
+    in the support, which for ILS targets is small: it is computed from the
+    ``_TOP_M`` largest entries (``topk``), and only rows whose support may be
+    larger than that are sorted in full. The result is the same as a full sort.
+    """
+    if allowed is not None:
+        v = v.masked_fill(~allowed, -torch.inf)
+    num = v.size(-1)
+    if num <= 2 * _TOP_M:
+        tau, _ = _threshold(torch.sort(v, dim=-1, descending=True).values)
+    else:
+        tau, maybe_more = _threshold(torch.topk(v, _TOP_M, dim=-1).values)
+        if maybe_more.any():
+            rows = maybe_more.reshape(-1).nonzero().squeeze(-1)
+            flat = v.reshape(-1, num)[rows]
+            full_tau, _ = _threshold(torch.sort(flat, dim=-1, descending=True).values)
+            tau = tau.reshape(-1, 1).index_copy(0, rows, full_tau).reshape(tau.shape)
+    return (v - tau).clamp(min=0)
 
 
 def project_simplex(v: Tensor) -> Tensor:
@@ -70,10 +94,14 @@ def project_simplex(v: Tensor) -> Tensor:
     if (v == -torch.inf).all(-1).any():
         raise ValueError("project_simplex got a row whose entries are all -inf")
     with torch.no_grad():
-        return _project_simplex(v)
+        allowed = v > -torch.inf
+        # The projection is invariant to adding a constant to a row; removing
+        # the row maximum keeps float32 accurate for large entries.
+        v = v - v.amax(-1, keepdim=True)
+        return _project_simplex(v, None if bool(allowed.all()) else allowed)
 
 
-def _normalize_map(z: Tensor, g: Tensor, step_size: float, support: Tensor) -> Tensor:
+def _normalize_map(z: Tensor, g: Tensor, step_size: float, support: Tensor | None) -> Tensor:
     """The original proposal's map: ``new = z - c (g - g[k])``, ``pi_D = new / sum(new)``.
 
     Rows whose sum is not positive (the step pushed the total mass through
@@ -81,23 +109,30 @@ def _normalize_map(z: Tensor, g: Tensor, step_size: float, support: Tensor) -> T
     projection of ``new``, which is the nearest distribution.
     """
     g_k = (g * z).sum(-1, keepdim=True)
-    new = torch.where(support, z - step_size * (g - g_k), torch.zeros_like(z))
+    new = z - step_size * (g - g_k)
+    if support is not None:
+        new = new.masked_fill(~support, 0.0)
     total = new.sum(-1, keepdim=True)
     ok = total > 0
-    normalized = new / torch.where(ok, total, torch.ones_like(total))
-    fallback = _project_simplex(torch.where(support, new, torch.full_like(new, -torch.inf)))
-    return torch.where(ok, normalized, fallback)
+    target = new / torch.where(ok, total, torch.ones_like(total))
+    if not ok.all():
+        num = new.size(-1)
+        rows = (~ok).reshape(-1).nonzero().squeeze(-1)
+        allowed = None if support is None else support.reshape(-1, num)[rows]
+        fallback = _project_simplex(new.reshape(-1, num)[rows], allowed)
+        target = target.reshape(-1, num).index_copy(0, rows, fallback).reshape(target.shape)
+    return target
 
 
-def _euclidean_map(z: Tensor, g: Tensor, step_size: float, support: Tensor) -> Tensor:
-    stepped = z - step_size * g
-    return _project_simplex(torch.where(support, stepped, torch.full_like(stepped, -torch.inf)))
+def _euclidean_map(z: Tensor, g: Tensor, step_size: float, support: Tensor | None) -> Tensor:
+    return _project_simplex(z - step_size * g, support)
 
 
 def intermediate_target(
-    z: Tensor, g: Tensor, step_size: float, projection: str, support: Tensor
+    z: Tensor, g: Tensor, step_size: float, projection: str, support: Tensor | None = None
 ) -> Tensor:
-    """The ILS target ``pi_D = h(z - step_size * g)`` restricted to ``support``.
+    """The ILS target ``pi_D = h(z - step_size * g)``, zero outside ``support``
+    (``None``: every category allowed).
 
     ``"reference"`` uses the normalize map (it differs from ``"normalize"`` only
     in the gradient returned from the target).

@@ -33,11 +33,13 @@ _ILS_TYPES = {
 _SITE_KEYS = {"step_size", "projection"}
 
 
-def to_ils(fn, step_size=None, projection=None, *, stl: bool = False):
+def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
     """The ILS version of the distribution ``fn``, or ``None`` if it has none.
 
     ``step_size``/``projection`` of ``None`` keep an ILS distribution's own
-    options (and give the defaults to a converted one).
+    options (and give the defaults to a converted one). ``stl`` selects the
+    "sticking the landing" treatment of the guide's ``log q`` (the default;
+    see :mod:`pyro_ils.elbo`).
     """
     if isinstance(fn, dist.Independent):
         base = to_ils(fn.base_dist, step_size, projection, stl=stl)
@@ -110,7 +112,7 @@ class ILSMessenger(Messenger):
     overrides them.
     """
 
-    def __init__(self, step_size=None, projection=None, stl: bool = False):
+    def __init__(self, step_size=None, projection=None, stl: bool = True):
         super().__init__()
         self.step_size = step_size
         self.projection = projection

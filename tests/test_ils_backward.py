@@ -256,20 +256,12 @@ def test_neg_inf_logits(projection, dtype, device):
 # Distributions
 # ----------------------------------------------------------------------------
 
-_REFERENCE_NORMALIZED = pytest.mark.xfail(
-    strict=True,
-    reason="package discrepancy: the distributions hold normalized logits, so the 'reference' "
-    "gradient -pi_D/(pi+1e-7) (which does not sum to zero) is pulled back through "
-    "logits - logsumexp(logits) and reaches L as -pi_D/(pi+eps) + pi*sum(pi_D/(pi+eps)), "
-    "not the value ils_onehot(L, c, 'reference') gives",
-)
-
 
 def _projection_params():
     return [
         "euclidean",
         "normalize",
-        pytest.param("reference", marks=_REFERENCE_NORMALIZED),
+        "reference",
     ]
 
 
@@ -323,6 +315,37 @@ def test_categorical_distribution_matches_ils_onehot(projection, dtype, device):
 
     assert torch.equal(z1.argmax(-1), k2.as_subclass(torch.Tensor))
     torch.testing.assert_close(L2.grad, L1.grad)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("projection", ["euclidean", "normalize"])
+def test_distributions_neg_inf_logits(projection, dtype, device):
+    # -inf logits through the distributions: excluded from the target (zero, finite
+    # gradient) and the same gradient as ils_onehot on the same draws.
+    N, K = 300, 5
+    base = torch.tensor([0.3, -torch.inf, 1.0, -torch.inf, -0.5], dtype=dtype, device=device)
+    excluded = torch.isinf(base)
+    gen = torch.Generator().manual_seed(18)
+    x = dyadic_randn((K,), gen).to(device, dtype)
+    x[excluded] = -8.0  # a pull towards the excluded categories
+
+    L0 = base.clone().requires_grad_()
+    pyro.set_rng_seed(18)
+    (ils_onehot(L0.expand(N, K), 1.0, projection) * x).sum().backward()
+    assert torch.isfinite(L0.grad).all() and (L0.grad[excluded] == 0).all()
+
+    L1 = base.clone().requires_grad_()
+    pyro.set_rng_seed(18)
+    d = ILSOneHotCategorical(logits=L1.expand(N, K), projection=projection)
+    (d.rsample() * x).sum().backward()
+    L2 = base.clone().requires_grad_()
+    pyro.set_rng_seed(18)
+    k = ILSCategorical(logits=L2.expand(N, K), projection=projection).rsample()
+    x[k].sum().backward()
+    for L in (L1, L2):
+        assert torch.isfinite(L.grad).all() and (L.grad[excluded] == 0).all()
+        torch.testing.assert_close(L.grad, L0.grad)
 
 
 def _logits_from_probs(p):
@@ -464,6 +487,22 @@ def test_bernoulli_probs_gradient(projection, dtype, device):
         grad_a = (p64 - pi_d1).sum(0)
     expected = grad_a / (p64 * (1 - p64))
     torch.testing.assert_close(p.grad.double().cpu()[1:-1], expected[1:-1], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("a0", [-torch.inf, torch.inf])
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_bernoulli_infinite_logit(projection, a0, device):
+    # A degenerate Bernoulli (probs 0 or 1) is a valid distribution; its draws are constant
+    # and the ILS gradient must stay finite, exactly zero for the infinite logit (the other
+    # category is excluded, so the target is the draw itself).
+    a = torch.tensor([a0, 0.5], device=device, requires_grad=True)
+    pyro.set_rng_seed(17)
+    b = ILSBernoulli(logits=a, projection=projection).rsample((50,))
+    assert (b[:, 0] == float(a0 > 0)).all()
+    (b * -1.0).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    assert a.grad[0] == 0
 
 
 @pytest.mark.parametrize("projection", ["euclidean", "normalize"])
