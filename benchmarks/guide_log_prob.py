@@ -1248,22 +1248,19 @@ Details:
 """
         text += trained_table(results, f["default_c"])
     text += f"""
-## Recommendation
+## Decision
 
-* **Make `"stl"` the default** of `TraceILS_ELBO` and `TraceGraphILS_ELBO` while
-  the default step size is {f["default_c"]:g}. It has exactly the expectation of
-  `"full"` and, at c = {f["default_c"]:g}, a lower MSE* in
-  {f["stl_beats_full_at_default"]}/{n} cases here. `"full"` helps only when
-  `c |dL/dz| / w` is well below 1 (here c <= 0.1), and the scale of `dL/dz` is the
-  model's, which users do not see.
-* Document `"full"` as the choice for small step sizes, where it removes most of
-  the noise (up to {_f(1 / lo, 0)} times less variance than `"stl"` at c = {c_small:g}),
-  and qualify the docstring's claim that `"full"` is ILS "without its order-one
-  noise": that holds for small steps only.
-* Recommend `"analytic"` where the model site has a matching prior: it was the
-  best mode at c = {f["default_c"]:g} in {f["wins_default"]["analytic"]}/{n} cases. It
-  falls back to `"full"` at the other sites; with c = {f["default_c"]:g} the fallback
-  would better be `"stl"`.
+* **`"stl"` is the default** of `TraceILS_ELBO` and `TraceGraphILS_ELBO` (and of
+  the `ILS*` distributions under a plain ELBO), with the default step size
+  {f["default_c"]:g}. It has exactly the expectation of `"full"` and, at
+  c = {f["default_c"]:g}, a lower MSE* in {f["stl_beats_full_at_default"]}/{n} cases here.
+  `"full"` helps only when `c |dL/dz| / w` is well below 1 (here c <= 0.1), and the
+  scale of `dL/dz` is the model's, which users do not see.
+* `"full"` is the choice for small step sizes, where it removes most of the noise
+  (up to {_f(1 / lo, 0)} times less variance than `"stl"` at c = {c_small:g}).
+* `"analytic"` is recommended where the model site has a matching prior: it was the
+  best mode at c = {f["default_c"]:g} in {f["wins_default"]["analytic"]}/{n} cases. Its
+  other ILS sites use `"stl"`.
 * None of the modes removes ILS's bias, which dominates near the optimum.
 
 """

@@ -277,7 +277,7 @@ def masked_guide(data):
 # 5. ``pyro.markov`` chain over a batch of sequences; the guide's logits are indexed by
 # the previous draw (``logits[t][z_prev]``), the model's transition is ``probs[z_prev]``.
 
-T_HMM, K_HMM, S_HMM = 4, 2, 32
+T_HMM, K_HMM, S_HMM = 4, 2, 64
 HMM_LOCS = torch.tensor([-2.0, 2.0])
 HMM_TRANS = torch.tensor([[0.8, 0.2], [0.2, 0.8]])
 HMM_STATES = torch.tensor([0, 0, 1, 1])
@@ -414,7 +414,7 @@ CASES = {
         tuple(f"z_{t}" for t in range(T_HMM)),
         ("q_logits",),
         0.2,
-        60.0,
+        90.0,
     ),
     "mixed_continuous_discrete": Case(
         mixed_model,
@@ -482,12 +482,17 @@ def test_loss_goes_down(case_name, elbo_name):
     assert_trains(losses, case.min_drop)
 
 
-def test_training_margin_is_meaningful():
-    """Without updates (lr=0) the same criterion fails: the margin is above the noise."""
-    case = CASES["gmm_locs_subsample"]
+@pytest.mark.parametrize(
+    "case_name", [c for c in CASES if c not in ("gmm_vindex", "embedding_functional")]
+)
+def test_training_margin_is_meaningful(case_name):
+    """Without training (the same draws, parameters left at their initial values) the
+    criterion of ``test_loss_goes_down`` fails: its margin is above the loss noise."""
+    case = CASES[case_name]
     model, guide = case.bind()
-    losses = train(TraceILS_ELBO(), model, guide, case.args, lr=0.0)
-    assert loss_drop(losses)[2] < case.min_drop / 4
+    elbo = TraceILS_ELBO()
+    losses = [elbo.loss(model, guide, *case.args) for _ in range(STEPS)]
+    assert loss_drop(losses)[2] < case.min_drop
 
 
 # ---------------------------------------------------------------------------
@@ -497,17 +502,15 @@ def test_training_margin_is_meaningful():
 @pytest.mark.parametrize("elbo_name", list(ELBOS))
 def test_subsampled_rows_only_get_gradients(elbo_name):
     model, guide = CASES["gmm_locs_subsample"].bind()
-    elbo = ELBOS[elbo_name]()
-    pyro.set_rng_seed(3)
-    _, guide_trace = get_traces(elbo, model, guide, GMM_DATA)[0]
-    rows = guide_trace.nodes["data"]["value"]
-    pyro.clear_param_store()
-    pyro.set_rng_seed(3)
-    elbo.loss_and_grads(model, guide, GMM_DATA)
+    traced_guide = poutine.trace(guide)
+    ELBOS[elbo_name]().loss_and_grads(model, traced_guide, GMM_DATA)
+    rows = traced_guide.trace.nodes["data"]["value"]
+    assert rows.shape == (B_GMM,)
     grad = param_grad("assign_logits")
     outside = torch.ones(N_GMM, dtype=torch.bool)
     outside[rows] = False
     assert (grad[outside] == 0).all()
+    assert grad[rows].abs().sum() > 0
 
 
 @pytest.mark.parametrize("elbo_name", list(ELBOS))
@@ -553,6 +556,7 @@ def test_bernoulli_and_onehot_values_are_exact(elbo_name):
 # 7. Several particles
 
 
+PARTICLES_MIN_DROP = 50.0
 PARTICLE_MODES = {
     "sequential3": {"num_particles": 3},
     "vectorized3": {"num_particles": 3, "vectorize_particles": True},
@@ -586,7 +590,13 @@ def test_particles(elbo_name, mode):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     losses = train(elbo, model, guide, case.args, case.lr)
-    assert_trains(losses, case.min_drop)
+    assert_trains(losses, PARTICLES_MIN_DROP)
+
+    # Untrained, the same criterion fails (averaging particles lowers the noise).
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    untrained = [elbo.loss(model, guide, *case.args) for _ in range(STEPS)]
+    assert loss_drop(untrained)[2] < PARTICLES_MIN_DROP
 
 
 # ---------------------------------------------------------------------------
@@ -595,14 +605,13 @@ def test_particles(elbo_name, mode):
 ENUM_OFFSETS = torch.tensor([[0.0, 0.0], [0.5, 0.0]])
 
 
-def enum_model(data):
-    locs = pyro.param("enum_locs", LOCS.clone())
+def enum_model(data, offsets=ENUM_OFFSETS):
     with pyro.plate("data", N_GMM):
         c = pyro.sample(
             "c", dist.Categorical(logits=torch.zeros(2)), infer={"enumerate": "parallel"}
         )
         z = pyro.sample("z", dist.Categorical(logits=torch.zeros(K)))
-        pyro.sample("obs", dist.Normal(locs[z] + ENUM_OFFSETS[c], 1.0).to_event(1), obs=data)
+        pyro.sample("obs", dist.Normal(LOCS[z] + offsets[c], 1.0).to_event(1), obs=data)
 
 
 def enum_guide(data):
@@ -632,26 +641,32 @@ def test_model_enumeration_next_to_ils_site():
     assert_trains(losses, 15.0)
 
 
+def enum_model_with_param(data):
+    # The enumerated branch's offsets as a learnable parameter of the model.
+    return enum_model(data, pyro.param("enum_offsets", ENUM_OFFSETS.clone()))
+
+
 def test_model_enumeration_matches_trace_enum_for_same_draw():
     """Same RNG state -> same guide draw; the exact sum over ``c`` must then give the
-    same loss as plain TraceEnum_ELBO, and the same gradients for the model's
-    parameters (which do not depend on the guide's estimator)."""
+    same loss as plain TraceEnum_ELBO, and the same gradient for the model's
+    parameter (which does not depend on the guide's estimator)."""
     results = []
     for elbo in (TraceEnumILS_ELBO(max_plate_nesting=1), TraceEnum_ELBO(max_plate_nesting=1)):
         pyro.clear_param_store()
         pyro.set_rng_seed(5)
-        loss = elbo.loss_and_grads(enum_model, enum_guide, GMM_DATA)
-        results.append((loss, param_grad("enum_locs").clone(), param_grad("assign_logits")))
-    (loss_ils, locs_ils, logits_ils), (loss_ref, locs_ref, logits_ref) = results
+        _, guide_trace = get_traces(elbo, enum_model_with_param, enum_guide, GMM_DATA)[0]
+        z = guide_trace.nodes["z"]["value"].as_subclass(torch.Tensor).clone()
+        pyro.clear_param_store()
+        pyro.set_rng_seed(5)
+        loss = elbo.loss_and_grads(enum_model_with_param, enum_guide, GMM_DATA)
+        results.append((z, loss, param_grad("enum_offsets").clone(), param_grad("assign_logits")))
+    (z_ils, loss_ils, offsets_ils, logits_ils), (z_ref, loss_ref, offsets_ref, logits_ref) = results
+    assert torch.equal(z_ils, z_ref)
     assert loss_ils == pytest.approx(loss_ref, rel=1e-6)
-    torch.testing.assert_close(locs_ils, locs_ref)
+    torch.testing.assert_close(offsets_ils, offsets_ref)
+    assert offsets_ils.abs().sum() > 0
     # The guide's gradients differ (ILS vs score function) but both exist.
     assert logits_ils.abs().sum() > 0 and logits_ref.abs().sum() > 0
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(5)
-    loss_plain = TraceEnumILS_ELBO(max_plate_nesting=1).loss(enum_model, enum_guide, GMM_DATA)
-    assert loss_plain == pytest.approx(loss_ref, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -785,6 +800,12 @@ def test_ils_reparam_step_size_reaches_the_draw():
 # poutine.condition: conditioned values are not routed
 
 
+def full_data_model(data=None):
+    with pyro.plate("data", N_GMM):
+        z = pyro.sample("z", dist.Categorical(logits=torch.zeros(K)))
+        pyro.sample("obs", dist.Normal(LOCS[z], 1.0).to_event(1), obs=data)
+
+
 def _plain_categorical_guide(data):
     logits = pyro.param("assign_logits", torch.zeros(N_GMM, K))
     with pyro.plate("data", N_GMM):
@@ -800,15 +821,19 @@ def _ils_categorical_guide(data):
 @pytest.mark.parametrize("guide", [_plain_categorical_guide, _ils_categorical_guide])
 @pytest.mark.parametrize("elbo_name", list(ELBOS))
 def test_condition_is_not_routed(elbo_name, guide):
+    """A value given by ``poutine.condition`` (here in model and guide, as for a
+    labelled data point) is not drawn, so it is not routed and keeps the base
+    class's score-function parts."""
     value = TRUE_Z.clone()
+    model = poutine.condition(full_data_model, data={"z": value})
     conditioned = poutine.condition(guide, data={"z": value})
     elbo = ELBOS[elbo_name]()
-    _, guide_trace = get_traces(elbo, masked_model, conditioned, GMM_DATA)[0]
+    _, guide_trace = get_traces(elbo, model, conditioned, GMM_DATA)[0]
     site = assert_not_routed(guide_trace, "z")
     assert torch.equal(site["value"], value)
     if guide is _plain_categorical_guide:
         assert ils_base(site["fn"]) is None
-    loss = elbo.loss_and_grads(masked_model, conditioned, GMM_DATA)
+    loss = elbo.loss_and_grads(model, conditioned, GMM_DATA)
     assert torch.isfinite(torch.tensor(loss))
 
 
@@ -863,16 +888,10 @@ def test_guide_enumeration_of_ils_site_matches_plain(elbo_cls):
 # Predictive and serialization
 
 
-def _ils_guide_model(data=None):
-    with pyro.plate("data", N_GMM):
-        z = pyro.sample("z", dist.Categorical(logits=torch.zeros(K)))
-        pyro.sample("obs", dist.Normal(LOCS[z], 1.0).to_event(1), obs=data)
-
-
 @pytest.mark.parametrize("parallel", [False, True])
 def test_predictive_returns_int64_samples(parallel):
     predictive = Predictive(
-        _ils_guide_model,
+        full_data_model,
         guide=_ils_categorical_guide,
         num_samples=4,
         parallel=parallel,
@@ -883,7 +902,7 @@ def test_predictive_returns_int64_samples(parallel):
     assert z.dtype == torch.int64
     assert z.shape == (4, N_GMM)
     assert ((z >= 0) & (z < K)).all()
-    assert samples["obs"].shape == (4, N_GMM)
+    assert samples["obs"].shape == (4, N_GMM, 2)
 
 
 def test_torch_save_round_trips_as_plain_integer_tensor():
@@ -907,4 +926,4 @@ def test_torch_save_round_trips_as_plain_integer_tensor():
 
 def test_jit_trace_elbo_raises_clear_error():
     with pytest.raises(NotImplementedError, match="JIT"):
-        JitTrace_ELBO().loss_and_grads(_ils_guide_model, _ils_categorical_guide, GMM_DATA)
+        JitTrace_ELBO().loss_and_grads(full_data_model, _ils_categorical_guide, GMM_DATA)

@@ -1,0 +1,63 @@
+"""Smoke tests: the demo and the benchmark scripts run end to end at a tiny size."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_categorical_vae_demo(tmp_path):
+    out = _run(
+        ["examples/categorical_vae.py", "--num-steps", "30", "--compare", "--no-progress",
+         "--out", str(tmp_path)],
+        tmp_path,
+    )  # fmt: skip
+    assert "test ELBO" in out
+    with open(tmp_path / "categorical_vae.json") as f:
+        result = json.load(f)
+    names = [r["estimator"] for r in result["results"]]
+    assert names == ["ils", "reinforce", "exact"]
+    for r in result["results"]:
+        # an ELBO is a log-probability of 64 binary pixels: negative and above 64 log(1/2)...
+        assert -200 < r["test_elbo_exact"] < 0
+    assert os.path.getsize(tmp_path / "categorical_vae.png") > 1000
+
+
+def test_categorical_vae_cuda_flag_errors_clearly_without_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    proc = subprocess.run(
+        [sys.executable, "examples/categorical_vae.py", "--cuda", "--num-steps", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "CUDA is not available" in proc.stderr
+
+
+def test_step_time_benchmark_quick(tmp_path):
+    out = tmp_path / "step_time.json"
+    _run(["benchmarks/step_time.py", "--quick", "--out", str(out), "--no-docs"], tmp_path)
+    with open(out) as f:
+        assert json.load(f)
+
+
+def test_guide_log_prob_benchmark_quick(tmp_path):
+    out = tmp_path / "guide_log_prob.json"
+    _run(["benchmarks/guide_log_prob.py", "--quick", "--out", str(out), "--no-docs"], tmp_path)
+    with open(out) as f:
+        assert json.load(f)
