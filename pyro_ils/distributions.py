@@ -42,14 +42,30 @@ class ILSDistributionMixin:
     step_size: float
     projection: str
 
-    def _init_ils(self, step_size, projection, logits) -> None:
+    #: Whether the ILS backward goes to the user's logits before the base class
+    #: normalizes them (it matters for the "reference" mode, whose gradient
+    #: does not sum to zero). Bernoulli logits are not normalized.
+    _keeps_raw_logits = True
+
+    def __init__(
+        self,
+        probs=None,
+        logits=None,
+        validate_args=None,
+        *,
+        step_size: float = DEFAULT_STEP_SIZE,
+        projection: str = DEFAULT_PROJECTION,
+    ):
         self.step_size, self.projection = check_options(step_size, projection)
         self._grad_mask = None
         self._stl = True
-        # The user's logits, before the base class normalizes them; the ILS
-        # backward returns its gradient to these (this matters for the
-        # "reference" mode, whose gradient does not sum to zero).
-        self._raw_logits = logits
+        self._raw_logits = logits if self._keeps_raw_logits else None
+        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        new = super().expand(batch_shape, _instance=new)
+        return self._copy_ils(new)
 
     def _copy_ils(self, new):
         new.step_size = self.step_size
@@ -123,17 +139,6 @@ class ILSDistributionMixin:
         raise NotImplementedError
 
 
-def _validate_options_doc(cls):
-    cls.__init__.__doc__ = (
-        f"Same arguments as :class:`pyro.distributions.{cls.__mro__[2].__name__}`, plus\n\n"
-        ":param float step_size: ILS step ``c > 0`` (default 1.0).\n"
-        ":param str projection: ``'euclidean'`` (default), ``'normalize'`` or "
-        "``'reference'`` (the original code's incorrect gradient, for comparison).\n"
-    )
-    return cls
-
-
-@_validate_options_doc
 class ILSCategorical(ILSDistributionMixin, Categorical):
     r"""A :class:`~pyro.distributions.Categorical` whose draws carry the ILS backward.
 
@@ -146,24 +151,13 @@ class ILSCategorical(ILSDistributionMixin, Categorical):
     Example::
 
         pyro.sample("z", ILSCategorical(logits=logits))   # was dist.Categorical
+    :param probs: event probabilities, as for the base class.
+    :param logits: event log-odds, as for the base class.
+    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
+    :param float step_size: ILS step ``c > 0`` (default 1.0).
+    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
+        ``"reference"`` (the original code's incorrect gradient, for comparison).
     """
-
-    def __init__(
-        self,
-        probs=None,
-        logits=None,
-        validate_args=None,
-        *,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-    ):
-        self._init_ils(step_size, projection, logits)
-        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(ILSCategorical, _instance)
-        new = super().expand(batch_shape, _instance=new)
-        return self._copy_ils(new)
 
     def rsample(self, sample_shape=torch.Size()):
         index = super().sample(sample_shape)
@@ -192,7 +186,6 @@ class ILSCategorical(ILSDistributionMixin, Categorical):
         return Categorical(logits=self.logits.detach(), validate_args=False)
 
 
-@_validate_options_doc
 class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
     r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the ILS backward.
 
@@ -200,24 +193,13 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
     step_size=c, projection=h).rsample()`` behaves as
     :func:`~pyro_ils.ils_onehot` ``(L, c, h)``. ``log_prob(value)`` is
     differentiable in ``value`` as the contraction ``<value, log pi>``.
+    :param probs: event probabilities, as for the base class.
+    :param logits: event log-odds, as for the base class.
+    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
+    :param float step_size: ILS step ``c > 0`` (default 1.0).
+    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
+        ``"reference"`` (the original code's incorrect gradient, for comparison).
     """
-
-    def __init__(
-        self,
-        probs=None,
-        logits=None,
-        validate_args=None,
-        *,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-    ):
-        self._init_ils(step_size, projection, logits)
-        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(ILSOneHotCategorical, _instance)
-        new = super().expand(batch_shape, _instance=new)
-        return self._copy_ils(new)
 
     def rsample(self, sample_shape=torch.Size()):
         value = super().sample(sample_shape)
@@ -249,7 +231,6 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
         return ILSOneHotCategorical(logits=self.logits.detach(), validate_args=False)
 
 
-@_validate_options_doc
 class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     r"""A :class:`~pyro.distributions.Bernoulli` whose draws carry the ILS backward.
 
@@ -257,24 +238,15 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     ``(0, a)``: ``rsample()`` returns ``b`` in {0., 1.} exactly, and the logit
     ``a`` receives ``w (sigmoid(a) - pi_D[1])`` with
     ``pi_D = h((1 - b, b) - c (0, dL/db) / w)``.
+    :param probs: event probabilities, as for the base class.
+    :param logits: event log-odds, as for the base class.
+    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
+    :param float step_size: ILS step ``c > 0`` (default 1.0).
+    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
+        ``"reference"`` (the original code's incorrect gradient, for comparison).
     """
 
-    def __init__(
-        self,
-        probs=None,
-        logits=None,
-        validate_args=None,
-        *,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-    ):
-        self._init_ils(step_size, projection, None)
-        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(ILSBernoulli, _instance)
-        new = super().expand(batch_shape, _instance=new)
-        return self._copy_ils(new)
+    _keeps_raw_logits = False
 
     def rsample(self, sample_shape=torch.Size()):
         value = super().sample(sample_shape)

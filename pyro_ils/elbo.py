@@ -62,16 +62,26 @@ def _is_ils_fn(fn) -> bool:
 
 
 class _ILSELBOMixin:
-    _guide_log_prob_modes: tuple[str, ...] = ("full", "stl")
+    #: The modes this ELBO supports; the first is its default.
+    _guide_log_prob_modes: tuple[str, ...] = ("stl", "full")
 
-    def _init_ils(self, step_size, projection, guide_log_prob) -> None:
+    def __init__(
+        self,
+        step_size: float = DEFAULT_STEP_SIZE,
+        projection: str = DEFAULT_PROJECTION,
+        guide_log_prob: str | None = None,
+        **elbo_kwargs,
+    ):
         self.step_size, self.projection = check_options(step_size, projection)
+        if guide_log_prob is None:
+            guide_log_prob = self._guide_log_prob_modes[0]
         self.guide_log_prob = check_guide_log_prob(guide_log_prob)
         if self.guide_log_prob not in self._guide_log_prob_modes:
             raise ValueError(
                 f"{type(self).__name__} supports guide_log_prob in "
                 f"{self._guide_log_prob_modes}, got {guide_log_prob!r}"
             )
+        super().__init__(**elbo_kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
@@ -97,17 +107,7 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
 
         svi = SVI(model, guide, optim, loss=TraceILS_ELBO(step_size=1.0))
     """ + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
-    _guide_log_prob_modes = ("full", "stl", "analytic")
-
-    def __init__(
-        self,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-        guide_log_prob: str = "stl",
-        **elbo_kwargs,
-    ):
-        self._init_ils(step_size, projection, guide_log_prob)
-        super().__init__(**elbo_kwargs)
+    _guide_log_prob_modes = ("stl", "full", "analytic")
 
     def _analytic_kls(self, model_trace, guide_trace) -> dict:
         kls = {}
@@ -170,16 +170,6 @@ class TraceGraphILS_ELBO(_ILSELBOMixin, TraceGraph_ELBO):
     gradients, with Rao-Blackwellization and baselines.
     """ + _OPTIONS_DOC.format(modes='``"stl"`` (default) or ``"full"``')
 
-    def __init__(
-        self,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-        guide_log_prob: str = "stl",
-        **elbo_kwargs,
-    ):
-        self._init_ils(step_size, projection, guide_log_prob)
-        super().__init__(**elbo_kwargs)
-
 
 class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     __doc__ = """:class:`~pyro.infer.TraceEnum_ELBO` with the non-enumerated discrete guide sites
@@ -191,13 +181,3 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     ``guide_log_prob="full"`` applies.)
     """ + _OPTIONS_DOC.format(modes='``"full"`` only')
     _guide_log_prob_modes = ("full",)
-
-    def __init__(
-        self,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
-        guide_log_prob: str = "full",
-        **elbo_kwargs,
-    ):
-        self._init_ils(step_size, projection, guide_log_prob)
-        super().__init__(**elbo_kwargs)
