@@ -126,7 +126,18 @@ def _record(func, args) -> None:
     record_drop(_site(*args), where)
 
 
-class ILSIndexTensor(Tensor):
+class _ILSValue(Tensor):
+    """Shared by the integer tensors that carry an ILS one-hot: saving,
+    pickling and deep copies keep the plain integer value only."""
+
+    def __reduce_ex__(self, protocol):
+        return self.as_subclass(Tensor).__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo):
+        return self.as_subclass(Tensor).clone()
+
+
+class ILSIndexTensor(_ILSValue):
     """An ``int64`` draw of a categorical that is differentiable through indexing.
 
     Create with ``ILSIndexTensor(index, onehot)``; ``onehot`` broadcasts to
@@ -166,12 +177,6 @@ class ILSIndexTensor(Tensor):
         base = self.__dict__["_ils_onehot"]
         return base.expand(self.shape + base.shape[-1:])
 
-    def __reduce_ex__(self, protocol):
-        return self.as_subclass(Tensor).__reduce_ex__(protocol)
-
-    def __deepcopy__(self, memo):
-        return self.as_subclass(Tensor).clone()
-
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -184,7 +189,7 @@ class ILSIndexTensor(Tensor):
         return result
 
 
-class ILSOneHotTensor(Tensor):
+class ILSOneHotTensor(_ILSValue):
     """The ``int64`` result of ``F.one_hot`` on an ILS draw.
 
     Its conversion to a floating dtype (``.float()``, ``.to(dtype)``,
@@ -197,12 +202,6 @@ class ILSOneHotTensor(Tensor):
         obj._ils_onehot = onehot
         obj._ils_site = site
         return obj
-
-    def __reduce_ex__(self, protocol):
-        return self.as_subclass(Tensor).__reduce_ex__(protocol)
-
-    def __deepcopy__(self, memo):
-        return self.as_subclass(Tensor).clone()
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -464,7 +463,11 @@ def _arg(args, kwargs, i, name):
     return args[i] if len(args) > i else kwargs[name]
 
 
-def _gather(func, args, kwargs):
+def _dim_indexing(func, args, kwargs, make_grad_fn):
+    """Shared body of ``gather`` and ``index_select``: ``func(input, dim, index)``.
+
+    ``make_grad_fn(x, d, oh, index)`` builds the backward to the one-hot.
+    """
     x, dim, index = (
         _arg(args, kwargs, 0, "input"),
         _arg(args, kwargs, 1, "dim"),
@@ -476,43 +479,36 @@ def _gather(func, args, kwargs):
         return out
     x = _plain(x)
     d = dim % x.dim()
-    num_categories = oh.shape[-1]
-    _alternatives_check(x.shape[d], num_categories, "torch.gather")
+    _alternatives_check(x.shape[d], oh.shape[-1], func.__name__)
+    return link_gradient(out, oh, make_grad_fn(x.detach(), d, oh, index))
 
+
+def _gather_grad_fn(x, d, oh, index):
     def grad_fn(grad_out):
         sl = [slice(0, s) for s in index.shape]
-        sl[d] = slice(0, num_categories)
-        alt = x.detach()[tuple(sl)].movedim(d, -1).unsqueeze(d)
+        sl[d] = slice(0, oh.shape[-1])
+        alt = x[tuple(sl)].movedim(d, -1).unsqueeze(d)
         return (grad_out.unsqueeze(-1) * finite(alt)).sum_to_size(oh.shape)
 
-    return link_gradient(out, oh, grad_fn)
+    return grad_fn
 
 
-def _index_select(func, args, kwargs):
-    x, dim, index = (
-        _arg(args, kwargs, 0, "input"),
-        _arg(args, kwargs, 1, "dim"),
-        _arg(args, kwargs, 2, "index"),
-    )
-    out = func(*_plain(args), **_plain(kwargs))
-    oh = _onehot(index)
-    if oh is None or not out.is_floating_point():
-        return out
-    x = _plain(x)
-    d = dim % x.dim()
-    num_categories = oh.shape[-1]
-    _alternatives_check(x.shape[d], num_categories, "index_select")
-
+def _index_select_grad_fn(x, d, oh, index):
     def grad_fn(grad_out):
-        alt = (
-            finite(x.detach().narrow(d, 0, num_categories))
-            .movedim(d, 0)
-            .reshape(num_categories, -1)
-        )
+        num_categories = oh.shape[-1]
+        alt = finite(x.narrow(d, 0, num_categories)).movedim(d, 0).reshape(num_categories, -1)
         g = grad_out.movedim(d, 0).reshape(grad_out.shape[d], -1)
         return (g @ alt.T).sum_to_size(oh.shape)
 
-    return link_gradient(out, oh, grad_fn)
+    return grad_fn
+
+
+def _gather(func, args, kwargs):
+    return _dim_indexing(func, args, kwargs, _gather_grad_fn)
+
+
+def _index_select(func, args, kwargs):
+    return _dim_indexing(func, args, kwargs, _index_select_grad_fn)
 
 
 def _embedding(func, args, kwargs):
