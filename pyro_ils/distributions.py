@@ -13,7 +13,7 @@ where ``g = dL/dz`` and ``w`` is the weight the loss puts on the draw (scale,
 subsampling factor and mask of the enclosing Pyro handlers; see
 :mod:`pyro_ils.site_weight`).
 
-Whether a value carries the ILS path decides what :meth:`score_parts` returns:
+Whether a value carries the ILS path decides what ``score_parts`` returns:
 a value drawn by ``rsample()`` with gradients enabled is reparameterized (no
 score-function term); any other value (from ``poutine.condition``,
 enumeration, ``torch.no_grad()``, replay of a plain tensor) keeps the base
@@ -151,6 +151,7 @@ class ILSCategorical(ILSDistributionMixin, Categorical):
     Example::
 
         pyro.sample("z", ILSCategorical(logits=logits))   # was dist.Categorical
+
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
@@ -193,6 +194,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, OneHotCategorical):
     step_size=c, projection=h).rsample()`` behaves as
     :func:`~pyro_ils.ils_onehot` ``(L, c, h)``. ``log_prob(value)`` is
     differentiable in ``value`` as the contraction ``<value, log pi>``.
+
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
@@ -238,6 +240,7 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     ``(0, a)``: ``rsample()`` returns ``b`` in {0., 1.} exactly, and the logit
     ``a`` receives ``w (sigmoid(a) - pi_D[1])`` with
     ``pi_D = h((1 - b, b) - c (0, dL/db) / w)``.
+
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
