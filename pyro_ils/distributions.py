@@ -23,8 +23,9 @@ class's score-function parts, so enumeration and REINFORCE still work.
 from __future__ import annotations
 
 import torch
-from pyro.distributions import Bernoulli, Categorical, OneHotCategorical
+from pyro.distributions import Bernoulli, Categorical, Independent, OneHotCategorical
 from pyro.distributions.score_parts import ScoreParts
+from pyro.distributions.util import sum_rightmost
 from torch import Tensor
 
 from .ils import finite, ils_bernoulli_from_draw, ils_onehot_from_index
@@ -80,6 +81,16 @@ class ILSDistributionMixin:
 
     def _ils_logits(self) -> Tensor:
         return self.logits if self._raw_logits is None else self._raw_logits
+
+    def to_event(self, reinterpreted_batch_ndims=None):
+        # Pyro's Independent has no score_parts of its own; ILSIndependent
+        # forwards to this distribution's, so that values without the ILS
+        # path keep their score-function term under .to_event too.
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        return ILSIndependent(self, reinterpreted_batch_ndims)
 
     def with_options(self, step_size=None, projection=None):
         """A copy with other ILS options (``None`` keeps the current one)."""
@@ -266,3 +277,12 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
 
     def _detached_params(self):
         return Bernoulli(logits=self.logits.detach(), validate_args=False)
+
+
+class ILSIndependent(Independent):
+    """``Independent`` over an ILS distribution, forwarding ``score_parts``."""
+
+    def score_parts(self, value):
+        parts = self.base_dist.score_parts(value)
+        n = self.reinterpreted_batch_ndims
+        return ScoreParts(*(sum_rightmost(p, n) if isinstance(p, Tensor) else p for p in parts))

@@ -45,20 +45,11 @@ from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
-from .distributions import ILSDistributionMixin
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_guide_log_prob, check_options
-from .routing import ILSMessenger
+from .routing import ILSMessenger, _wraps_ils
 from .site_weight import particle_weight
 
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
-
-
-def _is_ils_fn(fn) -> bool:
-    while not isinstance(fn, ILSDistributionMixin):
-        fn = getattr(fn, "base_dist", None)
-        if fn is None:
-            return False
-    return True
 
 
 class _ILSELBOMixin:
@@ -114,7 +105,7 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
                 continue
-            if site["infer"].get("enumerate") or not _is_ils_fn(site["fn"]):
+            if site["infer"].get("enumerate") or not _wraps_ils(site["fn"]):
                 continue
             model_site = model_trace.nodes[name]
             try:

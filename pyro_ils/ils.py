@@ -122,6 +122,10 @@ def ils_onehot(
     step_size, projection = check_options(step_size, projection)
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() == 0:
         raise ValueError("logits must be a floating tensor with at least one dimension")
+    if torch.isnan(logits).any() or (logits == torch.inf).any():
+        raise ValueError("logits contain NaN or +inf")
+    if (logits == -torch.inf).all(-1).any():
+        raise ValueError("logits have a row whose entries are all -inf (no possible category)")
     with torch.no_grad():
         index = torch.distributions.Categorical(logits=logits, validate_args=False).sample()
         support = logits > -torch.inf

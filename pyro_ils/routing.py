@@ -43,7 +43,7 @@ def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
     """
     if isinstance(fn, dist.Independent):
         base = to_ils(fn.base_dist, step_size, projection, stl=stl)
-        return None if base is None else dist.Independent(base, fn.reinterpreted_batch_ndims)
+        return None if base is None else base.to_event(fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
         base = to_ils(fn.base_dist, step_size, projection, stl=stl)
         return None if base is None else base.mask(fn._mask)
@@ -69,6 +69,15 @@ def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
         return None
     new._stl = stl
     return new
+
+
+def _wraps_ils(fn) -> bool:
+    """Whether ``fn`` is an ILS distribution, possibly inside wrappers."""
+    while not isinstance(fn, ILSDistributionMixin):
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return True
 
 
 def site_options(msg, step_size, projection):
@@ -124,9 +133,7 @@ class ILSMessenger(Messenger):
         if msg["infer"].get("ils") is False:
             return
         fn = msg["fn"]
-        own = isinstance(fn, ILSDistributionMixin) or isinstance(
-            getattr(fn, "base_dist", None), ILSDistributionMixin
-        )
+        own = _wraps_ils(fn)
         default_step, default_proj = (None, None) if own else (self.step_size, self.projection)
         enabled, step_size, projection = site_options(msg, default_step, default_proj)
         new = to_ils(fn, step_size, projection, stl=self.stl)

@@ -156,3 +156,37 @@ def test_jit_gives_a_clear_error_not_wrong_gradients():
     svi = SVI(_model, guide, pyro.optim.Adam({"lr": 0.1}), loss=JitTrace_ELBO())
     with pytest.raises(NotImplementedError, match="JIT"):
         svi.step()
+
+
+@pytest.mark.parametrize(
+    "logits", [torch.tensor([0.0, float("nan")]), torch.tensor([float("-inf"), float("-inf")])]
+)
+def test_ils_onehot_bad_logits(logits):
+    from pyro_ils import ils_onehot
+
+    with pytest.raises(ValueError, match="logits"):
+        ils_onehot(logits.requires_grad_())
+
+
+def test_to_event_keeps_ils_score_parts():
+    d = ILSCategorical(logits=torch.zeros(2, 3, requires_grad=True)).to_event(1)
+    plain = torch.tensor([0, 2])
+    assert isinstance(d.score_parts(plain).score_function, torch.Tensor)
+    z = d.rsample()
+    assert d.score_parts(z).score_function == 0
+    assert d.score_parts(z).log_prob.shape == ()
+
+
+def test_option_precedence_through_two_wrappers():
+    from pyro_ils import ILSMessenger
+
+    def guide():
+        logits = pyro.param("logits", torch.zeros(2, 2, 3))
+        fn = ILSCategorical(logits=logits, step_size=0.1).to_event(2).mask(torch.tensor(True))
+        pyro.sample("z", fn)
+
+    tr = poutine.trace(ILSMessenger(step_size=1.0)(guide)).get_trace()
+    fn = tr.nodes["z"]["fn"]
+    while not isinstance(fn, ILSCategorical):
+        fn = fn.base_dist
+    assert fn.step_size == 0.1
