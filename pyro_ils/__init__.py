@@ -14,6 +14,7 @@ from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
 from .projections import PROJECTIONS, project_simplex
 from .reparam import ILSReparam
 from .routing import ILSMessenger, to_ils
+from .site_weight import anneal
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
     "TraceILS_ELBO",
+    "anneal",
     "ils_onehot",
     "project_simplex",
     "report_dropped_gradients",

@@ -46,7 +46,7 @@ from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_guide_log_prob, check_options
-from .routing import ILSMessenger, _wraps_ils
+from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils, has_ils_version
 from .site_weight import particle_weight
 
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
@@ -77,6 +77,7 @@ class _ILSELBOMixin:
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
         guide = ILSMessenger(self.step_size, self.projection, stl=stl)(guide)
+        model = GivenValueMessenger()(model)
         with particle_weight(1.0 / self.num_particles):
             return super()._get_trace(model, guide, args, kwargs)
 
@@ -172,3 +173,28 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     ``guide_log_prob="full"`` applies.)
     """ + _OPTIONS_DOC.format(modes='``"full"`` only')
     _guide_log_prob_modes = ("full",)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        sequential = [
+            name
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and site["infer"].get("enumerate") == "sequential"
+        ]
+        routed = [
+            name
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample"
+            and not site["is_observed"]
+            and site["infer"].get("enumerate") is None
+            and site["infer"].get("ils", True) is not False
+            and has_ils_version(site["fn"])
+        ]
+        if sequential and routed:
+            # Each sequentially enumerated trace would replay the ILS draws and
+            # run their (nonlinear) backward once more.
+            raise NotImplementedError(
+                f"TraceEnumILS_ELBO: guide sites {sequential} are enumerated sequentially "
+                f"next to ILS sites {routed}; use infer={{'enumerate': 'parallel'}}"
+            )
+        return model_trace, guide_trace

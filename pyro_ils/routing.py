@@ -15,6 +15,7 @@ one site.
 from __future__ import annotations
 
 import pyro.distributions as dist
+import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -22,8 +23,9 @@ from pyro.poutine.subsample_messenger import _Subsample
 from .distributions import ILSBernoulli, ILSCategorical, ILSDistributionMixin, ILSOneHotCategorical
 from .index_tensor import ILSIndexTensor
 from .options import check_options
+from .surrogate import _unwrap
 
-__all__ = ["to_ils", "ILSMessenger", "site_options"]
+__all__ = ["to_ils", "ILSMessenger", "GivenValueMessenger", "site_options"]
 
 _ILS_TYPES = {
     dist.Categorical: ILSCategorical,
@@ -80,6 +82,15 @@ def _wraps_ils(fn) -> bool:
     return True
 
 
+def has_ils_version(fn) -> bool:
+    """Whether ``fn`` (possibly inside wrappers) is an ILS distribution or has one."""
+    while not isinstance(fn, ILSDistributionMixin) and type(fn) not in _ILS_TYPES:
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return True
+
+
 def site_options(msg, step_size, projection):
     """``(enabled, step_size, projection)`` for a site, after its ``infer`` options."""
     ils = msg["infer"].get("ils", True)
@@ -112,13 +123,36 @@ def eligible(msg) -> bool:
     )
 
 
+def _strip_given_draw(msg) -> None:
+    """Make a surrogate draw given to a site (``poutine.condition``, ``replay`` of an
+    earlier trace) plain data: its backward belongs to the step that drew it."""
+    value = msg["value"]
+    if msg["type"] != "sample" or value is None:
+        return
+    value = _unwrap(value)
+    if isinstance(value, ILSIndexTensor):
+        msg["value"] = value.as_subclass(torch.Tensor)
+    elif isinstance(value, torch.Tensor) and "_draw_token" in value.__dict__:
+        msg["value"] = value.detach()
+
+
+class GivenValueMessenger(Messenger):
+    """Treat surrogate draws given to sample sites as plain data (see
+    :class:`ILSMessenger`); the ILS ELBOs wrap the model with it."""
+
+    def _pyro_sample(self, msg) -> None:
+        _strip_given_draw(msg)
+
+
 class ILSMessenger(Messenger):
     """Route every eligible discrete sample site through ILS.
 
     Plain ``Categorical``/``OneHotCategorical``/``Bernoulli`` sites are
     converted with this messenger's options; sites that already hold an ILS
     distribution keep their own options unless their ``infer["ils"]`` dict
-    overrides them.
+    overrides them. A draw from an earlier trace given to a site (by
+    ``poutine.condition`` or ``replay`` inside the wrapped program) is turned
+    into plain data: its backward belongs to the step that drew it.
     """
 
     def __init__(self, step_size=None, projection=None, stl: bool = True):
@@ -128,6 +162,7 @@ class ILSMessenger(Messenger):
         self.stl = stl
 
     def _pyro_sample(self, msg) -> None:
+        _strip_given_draw(msg)
         if not eligible(msg):
             return
         if msg["infer"].get("ils") is False:
@@ -141,5 +176,6 @@ class ILSMessenger(Messenger):
             msg["fn"] = new
 
     def _pyro_post_sample(self, msg) -> None:
-        if isinstance(msg["value"], ILSIndexTensor):
-            msg["value"]._ils_site = msg["name"]
+        value = _unwrap(msg["value"])
+        if isinstance(value, ILSIndexTensor):
+            value._ils_site = msg["name"]

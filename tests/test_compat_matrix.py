@@ -957,12 +957,9 @@ def test_condition_is_not_routed(elbo_name, guide):
     assert torch.isfinite(torch.tensor(loss))
 
 
-_STALE_ILS_VALUE_REASON = (
-    "a conditioned (or replayed) value that is an ILSIndexTensor drawn in an earlier "
-    "trace keeps that draw's ILS backward: an ILS site scores it as reparameterized "
-    "(score_function 0) and indexing it sends gradient into the earlier, freed graph "
-    "('Trying to backward through the graph a second time' on the second step)"
-)
+# A conditioned (or replayed) value that is an ILSIndexTensor drawn in an earlier
+# trace is plain data: the site did not draw it, so it keeps the score-function
+# parts, and indexing it must not send gradient into the earlier, freed graph.
 
 
 def _earlier_ils_draw():
@@ -973,7 +970,6 @@ def _earlier_ils_draw():
     return value
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=_STALE_ILS_VALUE_REASON)
 def test_condition_on_earlier_ils_draw_trains():
     """A plain guide under TraceILS_ELBO, model and guide conditioned on ``z`` taken
     from an earlier ILS trace: every step must run (the value is data here)."""
@@ -985,7 +981,6 @@ def test_condition_on_earlier_ils_draw_trains():
         elbo.loss_and_grads(model, guide, GMM_DATA)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_STALE_ILS_VALUE_REASON)
 def test_condition_on_earlier_ils_draw_keeps_score_function():
     """An ILSCategorical guide site given an earlier ILS draw by ``poutine.condition``
     did not draw it: it must keep the score-function parts, as for any given value."""

@@ -94,3 +94,73 @@ def test_distribution_mask_zeroes_masked_draws():
 def test_particle_weight():
     z, grad = _grad(lambda: particle_weight(0.25), 0.25)
     torch.testing.assert_close(grad, _expected(z, _logits(), 0.25))
+
+
+# ---------------------------------------------------------------------------
+# Weights under .to_event: handler scales and masks are aligned with the batch
+# dims left after .to_event, so they must be aligned with the draw's batch dims.
+
+
+def _event_grad(build, scale=None):
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, K, dtype=torch.float64, requires_grad=True)
+    table = 3 * torch.randn(K, dtype=torch.float64)
+    pyro.set_rng_seed(0)
+    with poutine.trace() as tr, pyro.plate("b", 2):
+        with poutine.scale(scale=1.0 if scale is None else scale):
+            z = pyro.sample("z", build(logits))
+    site_scale = tr.trace.nodes["z"]["scale"]
+    # What Pyro's ELBO does: the site's scale weights each batch element's loss.
+    loss = (site_scale * table[z].sum(-1)).sum()
+    (grad,) = torch.autograd.grad(loss, logits)
+    return grad
+
+
+@pytest.mark.parametrize("scale", [torch.tensor([1.0, 10.0]), torch.tensor([0.5, 3.0])])
+def test_tensor_scale_is_aligned_with_batch_dims_under_to_event(scale):
+    """Shapes (2,) batch x (3,) event: a per-batch-element scale multiplies that
+    element's gradient (the per-draw target is unchanged)."""
+
+    def build(logits):
+        return ILSCategorical(logits=logits, step_size=0.5).to_event(1)
+
+    unit = _event_grad(build)
+    scaled = _event_grad(build, scale)
+    assert torch.allclose(scaled, scale[:, None, None] * unit)
+
+
+def test_mask_after_to_event_zeroes_the_masked_draws():
+    mask = torch.tensor([True, False])
+
+    def before(logits):
+        return ILSCategorical(logits=logits).mask(mask[:, None]).to_event(1)
+
+    def after(logits):
+        return ILSCategorical(logits=logits).to_event(1).mask(mask)
+
+    g_before, g_after = _event_grad(before), _event_grad(after)
+    assert g_after[1].abs().sum() == 0
+    assert g_after[0].abs().sum() > 0
+    assert torch.equal(g_before, g_after)
+
+
+def test_anneal_scales_the_terms_but_not_the_ils_weight():
+    """KL annealing: ``pyro_ils.anneal(beta)`` scales the site like ``poutine.scale``
+    but leaves the draw's gradient as without it (the likelihood is not annealed)."""
+    from pyro_ils import anneal
+
+    def grad(context):
+        logits = _logits()
+        pyro.set_rng_seed(0)
+        with poutine.trace() as tr, context():
+            z = pyro.sample("z", ILSCategorical(logits=logits, step_size=C))
+        _per_point_loss(z).backward()
+        return tr.trace.nodes["z"]["scale"], logits.grad
+
+    scale_plain, g_plain = grad(lambda: poutine.scale(scale=1.0))
+    scale_anneal, g_anneal = grad(lambda: anneal(0.1))
+    _, g_scaled = grad(lambda: poutine.scale(scale=0.1))
+    assert scale_plain == 1.0 and scale_anneal == 0.1
+    assert torch.equal(g_anneal, g_plain)
+    # poutine.scale counts in the weight: the same unit gradient, times 0.1.
+    assert not torch.allclose(g_scaled, g_plain)
