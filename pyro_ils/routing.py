@@ -73,6 +73,31 @@ def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
     return new
 
 
+_PLAIN_TYPES = {ils: plain for plain, ils in _ILS_TYPES.items()}
+
+
+def to_plain(fn):
+    """The Pyro distribution that ``fn`` (an ILS distribution, possibly inside
+    wrappers) is the ILS version of; ``fn`` itself when it holds none."""
+    if isinstance(fn, dist.Independent):
+        base = to_plain(fn.base_dist)
+        return fn if base is fn.base_dist else base.to_event(fn.reinterpreted_batch_ndims)
+    if isinstance(fn, MaskedDistribution):
+        base = to_plain(fn.base_dist)
+        return fn if base is fn.base_dist else base.mask(fn._mask)
+    if isinstance(fn, ExpandedDistribution):
+        base = to_plain(fn.base_dist)
+        return fn if base is fn.base_dist else base.expand(fn.batch_shape)
+    plain = _PLAIN_TYPES.get(type(fn))
+    if plain is None:
+        return fn
+    if fn._raw_logits is not None or "probs" not in fn.__dict__:
+        params = {"logits": fn._surrogate_logits()}
+    else:
+        params = {"probs": fn.probs}
+    return plain(**params, validate_args=fn._validate_args)
+
+
 def _wraps_ils(fn) -> bool:
     """Whether ``fn`` is an ILS distribution, possibly inside wrappers."""
     while not isinstance(fn, ILSDistributionMixin):
@@ -166,6 +191,8 @@ class ILSMessenger(Messenger):
         if not eligible(msg):
             return
         if msg["infer"].get("ils") is False:
+            # Opting out also applies to a site written with an ILS distribution.
+            msg["fn"] = to_plain(msg["fn"])
             return
         fn = msg["fn"]
         own = _wraps_ils(fn)

@@ -1096,3 +1096,23 @@ def test_torch_save_round_trips_as_plain_integer_tensor():
 def test_jit_trace_elbo_raises_clear_error():
     with pytest.raises(NotImplementedError, match="JIT"):
         JitTrace_ELBO().loss_and_grads(full_data_model, _ils_categorical_guide, GMM_DATA)
+
+
+def test_opt_out_applies_to_an_explicit_ils_distribution():
+    """``infer={"ils": False}`` on a site written with ``ILSCategorical`` (also under
+    wrappers): the ILS ELBO draws it as the plain Pyro distribution, with its
+    score-function term."""
+
+    def guide(data):
+        logits = pyro.param("opt_out_logits", torch.zeros(N_GMM, K))
+        with pyro.plate("data", N_GMM):
+            pyro.sample(
+                "z",
+                ILSCategorical(logits=logits, step_size=0.3).mask(torch.tensor(True)),
+                infer={"ils": False},
+            )
+
+    pyro.clear_param_store()
+    _, guide_trace = get_traces(TraceILS_ELBO(), full_data_model, guide, GMM_DATA)[0]
+    assert_not_routed(guide_trace, "z")
+    assert type(guide_trace.nodes["z"]["fn"].base_dist) is dist.Categorical
