@@ -54,7 +54,7 @@ class _ILSOneHot(torch.autograd.Function):
         g = finite(grad_output) / torch.where(weight != 0, weight, torch.ones_like(weight))
         if support is not None:
             g = g.masked_fill(~support, 0.0)
-        target = intermediate_target(z, g, ctx.step_size, ctx.projection, support)
+        target = intermediate_target(z, g, ctx.step_size, ctx.projection, support, logits)
         if ctx.projection == "reference":
             grad_logits = -target / (pi + _REFERENCE_EPS)
         else:

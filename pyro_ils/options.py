@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-from .projections import PROJECTIONS
+from .projections import TARGETS
 
 __all__ = ["DEFAULT_STEP_SIZE", "DEFAULT_PROJECTION", "GUIDE_LOG_PROB_MODES", "check_options"]
 
@@ -37,8 +37,8 @@ def check_step_size(step_size) -> float:
 
 def check_projection(projection) -> str:
     """Return ``projection`` if it is a known map name, else raise ``ValueError``."""
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    if projection not in TARGETS:
+        raise ValueError(f"projection must be one of {TARGETS}, got {projection!r}")
     return projection
 
 

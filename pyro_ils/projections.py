@@ -10,10 +10,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["project_simplex", "PROJECTIONS"]
+__all__ = ["project_simplex", "PROJECTIONS", "MEAN_START_TARGETS", "TARGETS"]
 
-#: Names accepted by the ``projection`` option.
+#: The maps of the original method: the step starts at the drawn vertex ``z``.
 PROJECTIONS = ("euclidean", "normalize", "reference")
+#: Targets stepped from the current distribution ``pi`` with the entropic
+#: (mirror-descent) map instead; see :func:`intermediate_target`.
+MEAN_START_TARGETS = ("mirror", "mirror_rms")
+#: Names accepted by the ``projection`` option.
+TARGETS = PROJECTIONS + MEAN_START_TARGETS
 
 
 #: Rows are first projected from their top ``_TOP_M`` entries; see ``_project_simplex``.
@@ -128,15 +133,49 @@ def _euclidean_map(z: Tensor, g: Tensor, step_size: float, support: Tensor | Non
     return _project_simplex(z - step_size * g, support)
 
 
-def intermediate_target(
-    z: Tensor, g: Tensor, step_size: float, projection: str, support: Tensor | None = None
-) -> Tensor:
-    """The ILS target ``pi_D = h(z - step_size * g)``, zero outside ``support``
-    (``None``: every category allowed).
+def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Tensor:
+    if rms:
+        # The spread of g under pi, root-mean-square over all draws of the site:
+        # dividing by it makes the target invariant to the scale of the loss.
+        pi = torch.softmax(logits, dim=-1)
+        centered = g - (pi * g).sum(-1, keepdim=True)
+        spread = (pi * centered.square()).sum(-1).mean().sqrt()
+        if not bool(spread > 0):
+            return pi
+        g = g / spread
+    return torch.softmax(logits - step_size * g, dim=-1)
 
-    ``"reference"`` uses the normalize map (it differs from ``"normalize"`` only
-    in the gradient returned from the target).
+
+def intermediate_target(
+    z: Tensor,
+    g: Tensor,
+    step_size: float,
+    projection: str,
+    support: Tensor | None = None,
+    logits: Tensor | None = None,
+) -> Tensor:
+    r"""The ILS target ``pi_D``, zero outside ``support`` (``None``: every category allowed).
+
+    The original method's maps step from the drawn vertex, ``pi_D = h(z - c g)``:
+    ``"euclidean"`` (exact projection) and ``"normalize"`` (the proposal's map;
+    ``"reference"`` uses it too and differs only in the gradient returned).
+
+    The mean-start targets step from ``pi = softmax(logits)`` with the entropic
+    (mirror-descent) map, so that the zero-mean, loss-independent part
+    ``pi - z`` of the original backward is absent:
+
+    * ``"mirror"``: :math:`\pi_D \propto \pi \odot e^{-c g}`; for small ``c``,
+      :math:`\pi - \pi_D \approx c\, \pi \odot (g - \langle \pi, g \rangle)`, the
+      straight-through gradient; larger ``c`` adds higher-order terms.
+    * ``"mirror_rms"``: the same with ``g`` divided by its spread under ``pi``,
+      :math:`s = (\mathrm{mean}_{\mathrm{draws}} \langle \pi, (g - \langle \pi, g
+      \rangle)^2 \rangle)^{1/2}`, over all draws of the site: the target no longer
+      depends on the scale of the loss (sum or mean, any constant factor).
     """
+    if projection in MEAN_START_TARGETS:
+        if logits is None:
+            raise ValueError(f"projection={projection!r} needs the logits")
+        return _mirror_target(logits, g, step_size, rms=projection == "mirror_rms")
     if projection == "euclidean":
         return _euclidean_map(z, g, step_size, support)
     return _normalize_map(z, g, step_size, support)
