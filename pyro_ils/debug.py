@@ -2,11 +2,17 @@
 
 An :class:`~pyro_ils.index_tensor.ILSIndexTensor` is differentiable only
 through indexing (``x[z]``, :class:`~pyro.ops.indexing.Vindex`,
-``torch.gather``, ``index_select``, ``F.embedding``, ``F.one_hot``). Any other
-operation that reads its value (a comparison, ``torch.where``, a mask,
-``z.float()``, ``int(z)``) sees a plain integer tensor and carries no
-gradient. Inside :func:`report_dropped_gradients` each such operation is
-recorded::
+``torch.gather``, ``index_select``, ``F.embedding``, ``F.one_hot``) of a
+floating-point table, and through shape operations that keep its one-hot
+(``reshape``, ``.T``, ``flip``, ``select``...). Any other operation that reads
+its value (a comparison, ``torch.where``, a mask, ``z.float()``, ``int(z)``,
+indexing an *integer* table such as a label remap ``labels[z]``) sees a plain
+integer tensor and carries no gradient. Inside :func:`report_dropped_gradients`
+each such operation is recorded, with the file and line of the user code that
+called it (operations inside torch and Pyro themselves, such as validation,
+are not reported). Operations that use only the draw's shape, dtype or device
+(``torch.zeros_like(z)``, ``ones_like``, ``empty_like``, ``full_like``,
+``z.new_zeros(...)``) are not reported::
 
     with pyro_ils.report_dropped_gradients() as report:
         svi.step(data)
