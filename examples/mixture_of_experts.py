@@ -370,8 +370,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.cuda and not torch.cuda.is_available():
         parser.error("--cuda was given but CUDA is not available on this machine")
-    if args.projection not in pyro_ils.PROJECTIONS:
-        parser.error(f"unknown projection {args.projection!r}; choose from {pyro_ils.PROJECTIONS}")
+    if args.projection not in pyro_ils.TARGETS:
+        parser.error(f"unknown projection {args.projection!r}; choose from {pyro_ils.TARGETS}")
     if args.num_steps < 1 or args.num_seeds < 1:
         parser.error("--num-steps and --num-seeds must be positive")
     device = torch.device("cuda" if args.cuda else "cpu")

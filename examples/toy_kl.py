@@ -298,8 +298,8 @@ def main(argv=None):
     if args.num_steps < 1 or args.replicates < 1:
         parser.error("--num-steps and --replicates must be positive")
     for p in args.projections:
-        if p not in pyro_ils.PROJECTIONS:
-            parser.error(f"unknown projection {p!r}; choose from {pyro_ils.PROJECTIONS}")
+        if p not in pyro_ils.TARGETS:
+            parser.error(f"unknown projection {p!r}; choose from {pyro_ils.TARGETS}")
     device = torch.device("cuda" if args.cuda else "cpu")
     if not args.cuda:
         torch.set_num_threads(args.threads)

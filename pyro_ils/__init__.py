@@ -11,7 +11,7 @@ from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from .ils import ils_onehot
 from .index_tensor import ILSIndexTensor, ILSOneHotTensor
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
-from .projections import PROJECTIONS, project_simplex
+from .projections import PROJECTIONS, TARGETS, project_simplex
 from .reparam import ILSReparam
 from .routing import ILSMessenger, to_ils
 from .site_weight import anneal
@@ -31,6 +31,7 @@ __all__ = [
     "ILSOneHotTensor",
     "ILSReparam",
     "PROJECTIONS",
+    "TARGETS",
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
     "TraceILS_ELBO",

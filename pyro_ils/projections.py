@@ -12,7 +12,7 @@ from torch import Tensor
 
 __all__ = ["project_simplex", "PROJECTIONS", "MEAN_START_TARGETS", "TARGETS"]
 
-#: The maps of the original method: the step starts at the drawn vertex ``z``.
+#: The maps of the original method, whose step starts at the drawn vertex ``z``.
 PROJECTIONS = ("euclidean", "normalize", "reference")
 #: Targets stepped from the current distribution ``pi`` with the entropic
 #: (mirror-descent) map instead; see :func:`intermediate_target`.
