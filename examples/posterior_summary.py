@@ -51,6 +51,8 @@ def summarize_posterior(
     hdi_prob: float = 0.94,
     print_table: bool = True,
     title: str | None = None,
+    plot_var_names=None,
+    xlabel: str | None = None,
 ) -> az.InferenceData:
     """Summarize posterior (or other) draws with ArviZ.
 
@@ -63,6 +65,9 @@ def summarize_posterior(
     :param float hdi_prob: the HDI mass for the table and the plot.
     :param bool print_table: print the summary table.
     :param str title: a title for the plot.
+    :param plot_var_names: the variables to plot, when they differ from the table's
+        (default: ``var_names``), for instance to keep quantities of one scale on one axis.
+    :param str xlabel: a label for the plot's value axis.
     :returns: the ``arviz.InferenceData`` holding the draws (group ``posterior``).
     """
     import matplotlib
@@ -109,10 +114,13 @@ def summarize_posterior(
         ):
             print(table)
 
-    num_rows = len(table)
+    if plot_var_names is None:
+        plot_var_names, num_rows = var_names, len(table)
+    else:
+        num_rows = sum(int(np.prod(posterior[n].shape[2:])) for n in plot_var_names)
     axes = az.plot_forest(
         idata,
-        var_names=var_names,
+        var_names=plot_var_names,
         combined=True,
         hdi_prob=hdi_prob,
         figsize=(7, 1.0 + 0.28 * num_rows),
@@ -121,6 +129,8 @@ def summarize_posterior(
     fig = ax.figure
     if title:
         ax.set_title(f"{title}\n{ax.get_title()}", fontsize=11)
+    if xlabel:
+        ax.set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(f"{out_prefix}_posterior.png", dpi=100)
     plt.close(fig)

@@ -1,5 +1,6 @@
 """Smoke tests: the demo and the benchmark scripts run end to end at a tiny size."""
 
+import csv
 import json
 import os
 import subprocess
@@ -34,6 +35,20 @@ def test_categorical_vae_demo(tmp_path):
         # an ELBO is a log-probability of 64 binary pixels: negative and above 64 log(1/2)...
         assert -200 < r["test_elbo_exact"] < 0
     assert os.path.getsize(tmp_path / "categorical_vae.png") > 1000
+    # the ArviZ summary of the ILS-trained guide (examples/posterior_summary.py)
+    assert "ArviZ summary" in out
+    assert os.path.getsize(tmp_path / "categorical_vae_posterior.png") > 1000
+    with open(tmp_path / "categorical_vae_summary.csv") as f:
+        rows = {row[""]: row for row in csv.DictReader(f)}
+    assert "log_lik[0]" in rows and "z_is_mode[0, 0]" in rows, list(rows)[:5]
+    for name, row in rows.items():
+        mean = float(row["mean"])
+        if name.startswith("log_lik"):
+            assert -200 < mean < 0
+        else:
+            assert 0 < mean <= 1  # the modal code is drawn at least once
+    posterior = result["posterior"]
+    assert len(posterior["mean_log_lik"]) == len(posterior["q_modal_code"])
 
 
 def test_categorical_vae_cuda_flag_errors_clearly_without_cuda(tmp_path):
