@@ -1,5 +1,7 @@
 """Discrete gradient estimators to compare with ILS, usable from Pyro."""
 
+from .muprop import TraceMuProp_ELBO
+from .rebar import TraceREBAR_ELBO, TraceRELAX_ELBO
 from .reinmax import ReinMaxCategorical, ReinMaxOneHotCategorical
 from .rloo import TraceRLOO_ELBO
 from .straight_through import (
@@ -16,5 +18,8 @@ __all__ = [
     "STGumbelCategorical",
     "STGumbelOneHotCategorical",
     "STOneHotCategorical",
+    "TraceMuProp_ELBO",
+    "TraceREBAR_ELBO",
+    "TraceRELAX_ELBO",
     "TraceRLOO_ELBO",
 ]

@@ -52,6 +52,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from pyro.distributions import Categorical, OneHotCategorical
 from torch import Tensor
 
@@ -63,6 +64,7 @@ from ._surrogate_estimator import (
     softmax_vjp,
     surrogate_onehot,
 )
+from .gumbel import gumbel_given_onehot
 
 __all__ = [
     "STOneHotCategorical",
@@ -110,18 +112,14 @@ def gumbel_given_argmax(logits: Tensor, index: Tensor) -> Tensor:
     .. math:: x_k = \mathrm{logsumexp}(\mathrm{logits}) - \log E_k, \qquad
               x_i = -\log\bigl(e^{-x_k} + E_i\, e^{-\mathrm{logits}_i}\bigr),\ i \ne k.
 
-    Categories with ``-inf`` logits get ``x_i = -inf``. Returns a tensor of shape
-    ``index.shape + (K,)``, detached.
+    Categories with ``-inf`` logits get a very negative finite ``x_i``. Returns a
+    tensor of shape ``index.shape + (K,)``, detached. (The draw is
+    :func:`pyro_ils.estimators.gumbel.gumbel_given_onehot`, which REBAR and RELAX
+    share, for an integer ``index``.)
     """
-    shape = index.shape + logits.shape[-1:]
-    logits = logits.detach().expand(shape)
-    tiny = torch.finfo(logits.dtype).tiny
-    log_e = torch.empty(shape, dtype=logits.dtype, device=logits.device).exponential_()
-    log_e = log_e.clamp(min=tiny).log()
-    top = torch.logsumexp(logits, dim=-1) - log_e.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    top = top.unsqueeze(-1)
-    others = -torch.logaddexp(-top.expand(shape), log_e - logits)
-    return others.scatter(-1, index.unsqueeze(-1), top)
+    logits = logits.detach()
+    onehot = F.one_hot(index, logits.size(-1))
+    return gumbel_given_onehot(logits.expand(onehot.shape), onehot)
 
 
 def _st_gumbel_rule(
