@@ -9,6 +9,7 @@ from .debug import GradientDropReport, ILSGradientDropWarning, report_dropped_gr
 from .distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
 from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from .ils import ils_onehot
+from .ils_cv import TraceILSCV_ELBO
 from .index_tensor import ILSIndexTensor, ILSOneHotTensor
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
 from .projections import PROJECTIONS, TARGETS, project_simplex
@@ -34,6 +35,7 @@ __all__ = [
     "TARGETS",
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
+    "TraceILSCV_ELBO",
     "TraceILS_ELBO",
     "anneal",
     "ils_onehot",

@@ -193,9 +193,21 @@ class Particle:
     raw_guide_trace: Trace
 
 
-def iter_particles(elbo: Any, model: Callable, guide: Callable, args, kwargs) -> Iterator[Particle]:
+def iter_particles(
+    elbo: Any,
+    model: Callable,
+    guide: Callable,
+    args,
+    kwargs,
+    wrap_guide: Callable[[Callable], Callable] | None = None,
+) -> Iterator[Particle]:
     """Like ``ELBO._get_traces`` (same vectorization and the same ``_get_trace``),
-    also yielding the callables traced and the guide trace before subsample pruning."""
+    also yielding the callables traced and the guide trace before subsample pruning.
+
+    ``wrap_guide`` (optional) wraps the guide that is traced, *outside* the
+    vectorization plate (so that a messenger it adds sees each site's
+    distribution with its full batch shape); ``Particle.guide`` stays the
+    unwrapped (vectorized) guide, which :func:`run_relaxed` re-runs."""
     if isinstance(poutine.unwrap(guide), Messenger):
         raise NotImplementedError(
             f"{type(elbo).__name__} does not support GuideMessenger guides; use a callable guide."
@@ -208,8 +220,9 @@ def iter_particles(elbo: Any, model: Callable, guide: Callable, args, kwargs) ->
         n = 1
     else:
         n = elbo.num_particles
+    traced = guide if wrap_guide is None else wrap_guide(guide)
     for _ in range(n):
-        recorder = poutine.trace(guide)
+        recorder = poutine.trace(traced)
         model_trace, guide_trace = elbo._get_trace(model, recorder, args, kwargs)
         yield Particle(model, guide, model_trace, guide_trace, recorder.trace)
 
