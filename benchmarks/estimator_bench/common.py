@@ -1,0 +1,83 @@
+"""Shared helpers: environment record, seeding, JSON-safe numbers, statistics."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import sys
+from pathlib import Path
+
+import pyro
+import torch
+
+BENCH = Path(__file__).resolve().parents[1]
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+DOCS = REPO / "docs"
+IMG = DOCS / "img"
+EXAMPLES = REPO / "examples"
+
+# The repository's package (also when it is not installed), the existing benchmarks
+# (shared helpers) and the examples (model code).
+for _path in (str(REPO), str(BENCH), str(EXAMPLES)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+# The machine/versions record of the existing benchmarks (one implementation).
+from step_time import _loadavg, environment, machine_line  # noqa: E402
+
+
+def run_environment(device: torch.device) -> dict:
+    env = environment(None, device)
+    env["started"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    env["loadavg_start"] = _loadavg()
+    return env
+
+
+def finish_environment(env: dict) -> dict:
+    env["loadavg_end"] = _loadavg()
+    return env
+
+
+def seed_all(seed: int) -> None:
+    pyro.set_rng_seed(seed)
+
+
+def finite(x):
+    """A JSON-safe float (NaN and inf become None)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def mean_sd(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+__all__ = [
+    "BENCH",
+    "DOCS",
+    "IMG",
+    "REPO",
+    "RESULTS",
+    "finish_environment",
+    "finite",
+    "machine_line",
+    "mean_sd",
+    "rel",
+    "run_environment",
+    "seed_all",
+]

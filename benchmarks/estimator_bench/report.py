@@ -1,0 +1,864 @@
+"""The results page ``docs/estimators.md`` and its plots, from the JSON of a run.
+
+Every number on the page is read from the JSON. The numbers quoted in the written
+reading are collected in ``results["summary"]`` (rounded as quoted) and written
+back into the JSON, so that ``tests/test_estimator_benchmark.py`` can check each
+of them against the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from .common import DOCS, IMG, machine_line, mean_sd, rel
+
+PAGE = DOCS / "estimators.md"
+ILS_KEYS = ("ils_euclidean", "ils_normalize")
+FAMILY_COLORS = {
+    "exact": "black",
+    "score function": "tab:orange",
+    "control variate": "tab:brown",
+    "relaxation": "tab:green",
+    "straight-through": "tab:purple",
+    "ILS": "tab:blue",
+}
+LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
+
+
+def _r(x, d=2):
+    """Rounded as quoted: ``d`` decimals, or 3 significant digits below 1 in size."""
+    if x is None:
+        return None
+    x = float(x)
+    if abs(x) < 1 and x != 0:
+        return float(f"{x:.3g}")
+    return round(x, d)
+
+
+def _fmt(x, d=2):
+    if x is None:
+        return "n/a"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-d)):
+        return f"{x:.1e}"
+    return f"{x:.{d}f}"
+
+
+def _cell(text):
+    """Text for a markdown table cell (a bare ``|`` would start a new column)."""
+    return text.replace("|", "\\|")
+
+
+def _hp(hp, lr=True):
+    parts = [f"{'lr' if k == 'lr' else k} {v:g}" for k, v in hp.items() if lr or k != "lr"]
+    return ", ".join(parts) if parts else "-"
+
+
+# -- summaries -----------------------------------------------------------------------
+
+
+def training_table_rows(results, task):
+    """Per estimator: label, family, best config, mean and sd of each final metric."""
+    t = results["tasks"][task]
+    rows = []
+    for key, entry in results["training"][task].items():
+        est = results["estimators"][key]
+        runs = [r for r in entry["runs"] if not r["failed"]]
+        metrics = {}
+        names = sorted({k for r in runs for k in r.get("final", {})})
+        for name in names:
+            metrics[name] = mean_sd([r["final"].get(name) for r in runs])
+        sps = mean_sd([r["seconds_per_step"] for r in runs])[0]
+        rows.append(
+            {
+                "key": key,
+                "label": est["label"],
+                "family": est["family"],
+                "best": entry["best"],
+                "metrics": metrics,
+                "failed": len(entry["runs"]) - len(runs),
+                "seeds": len(entry["runs"]),
+                "ms_per_step": None if sps is None else 1e3 * sps,
+                "evals": entry["cost_per_step"],
+            }
+        )
+    primary, hib = _primary(results, task)
+    rows.sort(
+        key=lambda r: (
+            r["metrics"].get(primary, (None,))[0] is None,
+            -(r["metrics"].get(primary, (0,))[0] or 0)
+            if hib
+            else (r["metrics"].get(primary, (0,))[0] or 0),
+        )
+    )
+    del t
+    return rows
+
+
+def _primary(results, task):
+    name = task.split("_")[0]
+    if name == "moe":
+        return "bound", True
+    if name == "vae":
+        return "train_elbo", True
+    return "objective", False
+
+
+def summarize(results) -> dict:
+    """The numbers the written reading quotes, rounded as quoted."""
+    s = {"tasks": {}}
+    for task in results.get("training", {}):
+        rows = training_table_rows(results, task)
+        primary, hib = _primary(results, task)
+        ok = [r for r in rows if r["metrics"].get(primary, (None,))[0] is not None]
+        rank = {r["key"]: i + 1 for i, r in enumerate(ok)}
+        ils = [r for r in ok if r["key"] in ILS_KEYS]
+        best_ils = ils[0] if ils else None
+        mirror = [r for r in ok if r["key"].startswith("ils_mirror")]
+        inexact = [r for r in ok if r["key"] != "exact" and not r["key"].startswith("ils_mirror")]
+        best = inexact[0] if inexact else None
+        by_key = {r["key"]: r for r in ok}
+        entry = {
+            "primary": primary,
+            "higher_is_better": hib,
+            "n": len(ok),
+            "seeds": rows[0]["seeds"] if rows else 0,
+        }
+        roles = [("best_ils", best_ils), ("best_other", best)]
+        if mirror:
+            roles.append(("best_ils_mirror", mirror[0]))
+        for role, r in roles:
+            if r is not None:
+                m, sd = r["metrics"][primary]
+                entry[role] = {
+                    "key": r["key"],
+                    "label": r["label"],
+                    "hp": r["best"],
+                    "mean": _r(m),
+                    "sd": _r(sd),
+                    "rank": rank[r["key"]],
+                }
+        for key in ("exact", "reinforce", "st", "reinmax", "gumbel_kl", "st_gumbel_kl"):
+            if key in by_key:
+                m, sd = by_key[key]["metrics"][primary]
+                entry[key] = {"mean": _r(m), "sd": _r(sd), "rank": rank[key]}
+        if best_ils is not None and best is not None:
+            gap = best_ils["metrics"][primary][0] - best["metrics"][primary][0]
+            entry["ils_minus_best"] = _r(gap if hib else -gap)
+            entry["ils_gap_size"] = _r(abs(gap))
+            if "reinforce" in by_key:
+                g = best_ils["metrics"][primary][0] - by_key["reinforce"]["metrics"][primary][0]
+                entry["ils_minus_reinforce"] = _r(g if hib else -g)
+        s["tasks"][task] = entry
+    if "gradients" in results:
+        s["gradients"] = {}
+        for task, g in results["gradients"].items():
+            last = list(g["points"])[-1]
+            out = {}
+            for point in (list(g["points"])[0], last):
+                rows = [r for r in g["points"][point]["rows"] if not r.get("failed")]
+                ils = [r for r in rows if r["estimator"] in ILS_KEYS and r["cos_draw"] is not None]
+                other = [
+                    r
+                    for r in rows
+                    if r["family"] not in ("ILS", "exact") and r["cos_draw"] is not None
+                ]
+                if not ils or not other:
+                    continue
+                bi = max(ils, key=lambda r: r["cos_draw"])
+                bo = max(other, key=lambda r: r["cos_draw"])
+                out[point] = {
+                    "ils_label": f"{bi['label']} ({_hp(bi['hp'])})",
+                    "ils_cos_draw": _r(bi["cos_draw"]),
+                    "ils_cos_mean": _r(bi["cos_mean"]),
+                    "other_label": bo["label"],
+                    "other_cos_draw": _r(bo["cos_draw"]),
+                    "other_cos_mean": _r(bo["cos_mean"]),
+                }
+            s["gradients"][task] = out
+    if "gradients" in results:
+        # Trust check: unbiased estimators' bias against the Monte Carlo floor, and ILS's.
+        unbiased, ils_ratio = [], {}
+        for task, g in results["gradients"].items():
+            for point, p in g["points"].items():
+                for r in p["rows"]:
+                    if r.get("failed") or not r.get("mc_floor"):
+                        continue
+                    ratio = r["rel_bias"] / r["mc_floor"]
+                    if r["family"] in ("score function", "control variate"):
+                        unbiased.append(ratio)
+                    if r["estimator"] in ILS_KEYS and point == list(g["points"])[-1]:
+                        ils_ratio[task] = min(ils_ratio.get(task, math.inf), ratio)
+        if unbiased:
+            s["unbiased_max_bias_over_floor"] = _r(max(unbiased), 1)
+            s["unbiased_rows"] = len(unbiased)
+        s["ils_min_bias_over_floor_last_point"] = {k: _r(v, 1) for k, v in ils_ratio.items()}
+        wrong = {}
+        for task, g in results["gradients"].items():
+            last = g["points"][list(g["points"])[-1]]
+            wrong[task] = [
+                f"{r['label']}" + (f" ({_hp(r['hp'])})" if r["hp"] else "")
+                for r in last["rows"]
+                if not r.get("failed")
+                and r["cos_mean"] is not None
+                and r["cos_mean"] < -0.5
+                and r["rel_bias"] > 3 * (r["mc_floor"] or 0)
+            ]
+            wrong[task + "_unbiased"] = sum(
+                1
+                for r in last["rows"]
+                if not r.get("failed")
+                and r["family"] in ("score function", "control variate")
+                and r["cos_mean"] is not None
+                and r["cos_mean"] < -0.5
+                and r["rel_bias"] > 3 * (r["mc_floor"] or 0)
+            )
+        s["wrong_sign_last_point"] = wrong
+        s["wrong_sign_threshold"] = -0.5
+        s["significance_factor"] = 3
+    if "training" in results:
+        eq = {}
+        for task, per in results["training"].items():
+            if "rloo4" not in per:
+                continue
+            primary, _ = _primary(results, task)
+            steps = results["settings"]["training"]["steps"][task]
+            runs = [r for r in per["rloo4"]["runs"] if not r["failed"]]
+            vals = []
+            for r in runs:
+                pts = [c for c in r["curve"] if c["evals"] <= steps and c.get(primary) is not None]
+                if pts:
+                    vals.append(pts[-1][primary])
+            if vals:
+                eq[task] = {
+                    "evals": max(c["evals"] for c in runs[0]["curve"] if c["evals"] <= steps),
+                    "rloo4": _r(mean_sd(vals)[0]),
+                }
+        s["rloo4_at_equal_evals"] = eq
+        top = max(results["lr_grid"])
+        chosen = [e["best"]["lr"] for per in results["training"].values() for e in per.values()]
+        s["lr_at_grid_max"] = {
+            "count": sum(lr == top for lr in chosen),
+            "of": len(chosen),
+            "lr": top,
+        }
+    if "cost" in results:
+        rows = [r for r in results["cost"]["rows"] if not r.get("failed")]
+        if rows:
+            kmax = max(r["categories"] for r in rows if r["sweep"] == "K")
+            at = {r["estimator"]: r for r in rows if r["sweep"] == "K" and r["categories"] == kmax}
+            ref = at.get("st") or at.get("reinforce")
+            if "ils_euclidean" in at and ref is not None:
+                s["cost"] = {
+                    "K": kmax,
+                    "ils_ms": _r(at["ils_euclidean"]["median_ms"], 1),
+                    "ref": ref["estimator"],
+                    "ref_ms": _r(ref["median_ms"], 1),
+                    "ratio": _r(at["ils_euclidean"]["median_ms"] / ref["median_ms"], 1),
+                }
+    if "proposal" in results:
+        rows = {}
+        for row in results["proposal"]:
+            last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
+            rows[f"{row['estimator']} {_hp(row['hp'], lr=False)}"] = {
+                "kl": _r(mean_sd([c["kl_true_pi"] for c in last])[0]),
+                "objective": _r(mean_sd([c["objective"] for c in last])[0]),
+            }
+        s["proposal"] = rows
+    return s
+
+
+# -- plots ---------------------------------------------------------------------------
+
+
+def _style(results, key, index):
+    fam = results["estimators"][key]["family"]
+    return {
+        "color": FAMILY_COLORS.get(fam, "grey"),
+        "ls": LINESTYLES[index % len(LINESTYLES)],
+        "lw": 2.2 if fam == "ILS" else 1.3,
+    }
+
+
+def _curves(entry, x, y):
+    runs = [r for r in entry["runs"] if not r["failed"]]
+    if not runs:
+        return None
+    n = min(len(r["curve"]) for r in runs)
+    xs = [sum(r["curve"][i][x] for r in runs) / len(runs) for i in range(n)]
+    ys = [[r["curve"][i].get(y) for r in runs] for i in range(n)]
+    m = [mean_sd(v)[0] for v in ys]
+    lo = [min((u for u in v if u is not None), default=None) for v in ys]
+    hi = [max((u for u in v if u is not None), default=None) for v in ys]
+    return xs, m, lo, hi
+
+
+def plot_training(results, x, path, xlabel, logx=False):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["training"])
+    ncol = 3
+    nrow = (len(tasks) + 1 + ncol - 1) // ncol
+    fig, grid = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.4 * nrow), squeeze=False)
+    cells = [ax for row in grid for ax in row]
+    axes = cells[: len(tasks)]
+    for ax in cells[len(tasks) :]:
+        ax.axis("off")
+    handles = {}
+    for ax, task in zip(axes, tasks, strict=True):
+        primary, hib = _primary(results, task)
+        fam_index = {}
+        for key, entry in results["training"][task].items():
+            fam = results["estimators"][key]["family"]
+            fam_index[fam] = fam_index.get(fam, -1) + 1
+            c = _curves(entry, x, primary)
+            if c is None:
+                continue
+            xs, m, lo, hi = c
+            if logx:
+                xs, m, lo, hi = xs[1:], m[1:], lo[1:], hi[1:]
+            keep = [i for i, v in enumerate(m) if v is not None and lo[i] is not None]
+            xs, m, lo, hi = ([a[i] for i in keep] for a in (xs, m, lo, hi))
+            st = _style(results, key, fam_index[fam])
+            (h,) = ax.plot(xs, m, **st, label=results["estimators"][key]["label"])
+            ax.fill_between(xs, lo, hi, color=st["color"], alpha=0.08)
+            handles[results["estimators"][key]["label"]] = h
+        if primary == "objective":
+            ax.set_yscale("log")
+        title = f"{task}: {results['tasks'][task]['title']}"
+        ax.set_title("\n".join(textwrap.wrap(title, 55)), fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(_ylabel(results, task))
+        if logx:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        if hib:
+            ys = [
+                v
+                for key, e in results["training"][task].items()
+                for r in e["runs"]
+                if not r["failed"]
+                for v in [r["curve"][-1].get(primary)]
+                if v is not None
+            ]
+            if ys:
+                top = max(ys)
+                ax.set_ylim(top - 3 * max(1e-3, top - sorted(ys)[len(ys) // 4]) - 0.5, top + 0.2)
+    legend_ax = cells[len(tasks)] if len(cells) > len(tasks) else None
+    if legend_ax is not None:
+        legend_ax.legend(list(handles.values()), list(handles), loc="center", fontsize=8)
+    else:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8)
+    fig.suptitle(
+        "Training: mean over seeds (lines), min-max over seeds (bands); colour = family\n"
+        "(black exact, orange score function, brown control variates, green relaxations, "
+        "purple straight-through, blue ILS)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _ylabel(results, task):
+    name = task.split("_")[0]
+    return {
+        "toy": "E[f(z)] exact (log scale; lower is better)",
+        "poly": "E[(z-t)^2] - min (log scale; lower is better)",
+        "moe": "exact bound per point (higher is better)",
+        "vae": "ELBO per image, train subset (higher is better)",
+    }[name]
+
+
+def plot_gradients(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["gradients"])
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(17, 3.6 * len(tasks)))
+    axes = [axes] if len(tasks) == 1 else list(axes)
+    for ax, task in zip(axes, tasks, strict=True):
+        g = results["gradients"][task]
+        points = list(g["points"])
+        labels = []
+        for pi, point in enumerate(points):
+            rows = [r for r in g["points"][point]["rows"] if not r.get("failed")]
+            if pi == 0:
+                labels = [f"{r['label']}" + (f" ({_hp(r['hp'])})" if r["hp"] else "") for r in rows]
+            xs = [i + (pi - (len(points) - 1) / 2) * 0.22 for i in range(len(rows))]
+            ax.bar(
+                xs,
+                [r["cos_draw"] for r in rows],
+                width=0.22,
+                label=f"step {g['points'][point]['step']} of the exact-gradient trajectory",
+                color=plt.cm.viridis(pi / max(1, len(points) - 1)),
+            )
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("mean cosine of one draw\nwith the exact gradient")
+        ax.set_ylim(-1, 1.05)
+        ax.set_title(f"{results['tasks'][task]['title']}: {g['draws']} draws per bar", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.002, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_cost(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["cost"]["rows"] if not r.get("failed")]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    handles = {}
+    for col, (sweep, xlab) in enumerate(
+        (("K", "categories K (4 latent sites)"), ("L", "latent sites L (K = 8)"))
+    ):
+        xkey = "categories" if sweep == "K" else "latents"
+        fam_index = {}
+        for key in results["estimators"]:
+            pts = sorted(
+                (r[xkey], r) for r in rows if r["sweep"] == sweep and r["estimator"] == key
+            )
+            if not pts:
+                continue
+            fam = results["estimators"][key]["family"]
+            if col == 0:
+                fam_index[fam] = fam_index.get(fam, -1) + 1
+            st = _style(results, key, fam_index.get(fam, 0))
+            for row, metric in ((0, "median_ms"), (1, "peak_mib")):
+                (h,) = axes[row][col].plot(
+                    [p[0] for p in pts], [max(p[1][metric], 1e-3) for p in pts], marker="o",
+                    ms=3, **st,
+                )  # fmt: skip
+                handles[results["estimators"][key]["label"]] = h
+        for row, ylab in (
+            (0, "median wall time per SVI step (ms)"),
+            (1, "peak memory in the step (MiB)"),
+        ):
+            ax = axes[row][col]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(xlab)
+            ax.set_ylabel(ylab)
+            ax.grid(alpha=0.3, which="both")
+    fig.legend(
+        list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8,
+        frameon=False,
+    )  # fmt: skip
+    batch = results["settings"]["cost"]["batch_size"]
+    fig.suptitle(f"Cost per step on {results['cost']['device']}, batch {batch}")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_proposal(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    toy = results["tasks"]["toy"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    cmaps = {
+        "ils_euclidean": plt.cm.Blues,
+        "ils_normalize": plt.cm.Greens,
+        "ils_reference": plt.cm.Purples,
+        "gumbel_kl": plt.cm.Reds,
+        "gumbel_density": plt.cm.Oranges,
+    }
+    for row in results["proposal"]:
+        hp = row["hp"]
+        v = hp.get("step_size", hp.get("temperature"))
+        vals = sorted(
+            {
+                r["hp"].get("step_size", r["hp"].get("temperature"))
+                for r in results["proposal"]
+                if r["estimator"] == row["estimator"]
+            }
+        )
+        shade = 0.45 + 0.5 * vals.index(v) / max(1, len(vals) - 1)
+        label = f"{row['label']} " + _hp(hp, lr=False)
+        st = {"color": cmaps[row["estimator"]](shade), "lw": 1.5}
+        for ax, metric in zip(axes, ("kl_true_pi", "objective", "sampled_loss"), strict=True):
+            c = _curves(row, "step", metric)
+            if c is None:
+                continue
+            xs, m, _, _ = c
+            pts = [(a, b) for a, b in zip(xs, m, strict=True) if a > 0 and b is not None and b > 0]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **st)
+    axes[0].set_ylabel("KL(true || pi), summed over the 5 categoricals")
+    axes[0].set_title("What the proposal plots: KL(true || pi)")
+    axes[1].axhline(toy["optimum"], color="k", ls=":", label="minimum: point mass on the mode")
+    axes[1].axhline(toy["objective_at_pi_true"], color="k", ls="--", label="value at pi = true")
+    axes[1].set_ylabel("E over exact draws of -sum(true * log(z + 1e-8))")
+    axes[1].set_title("What is minimized (exact expectation)")
+    axes[2].set_ylabel("f on each estimator's own draws (mean over the interval)")
+    axes[2].set_title("Sampled objective (relaxed draws for Gumbel-Softmax)")
+    from matplotlib.ticker import NullFormatter
+
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if ax is not axes[1]:
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("Adam step")
+        ax.grid(alpha=0.3, which="both")
+    h, lab = axes[1].get_legend_handles_labels()
+    fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.suptitle("The proposal's toy, its own settings (mean over seeds)")
+    fig.tight_layout(rect=(0, 0.15, 1, 0.95))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# -- the page ------------------------------------------------------------------------
+
+
+def _task_table(results, task):
+    rows = training_table_rows(results, task)
+    primary, hib = _primary(results, task)
+    extra = sorted({k for r in rows for k in r["metrics"]} - {primary})
+    head = ["estimator", "family", "tuned config", primary + (" ↑" if hib else " ↓")] + extra
+    head += ["ms / step", "evals / step", "failed runs"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([":---"] * 3 + ["---:"] * (len(head) - 3)) + "|",
+    ]
+    for r in rows:
+        cells = [r["label"], r["family"], _hp(r["best"])]
+        for name in [primary] + extra:
+            m, sd = r["metrics"].get(name, (None, None))
+            d = 3 if abs(m or 0) < 10 else 2
+            cells.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
+        cells += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _gradient_table(results, task, point):
+    g = results["gradients"][task]["points"][point]
+    head = ["estimator", "config", "cos(mean, g*)", "mean cos(draw, g*)", "rel. bias (MC floor)",
+            "tr Var / ‖g*‖²", "SNR", "MSE*", "evals"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|:---|:---|" + "---:|" * (len(head) - 2)]
+    for r in g["rows"]:
+        if r.get("failed"):
+            lines.append(
+                f"| {r['label']} | {_hp(r['hp'])} | failed: {r['failed'][:60]} |" + " |" * 6
+            )
+            continue
+        lines.append(
+            f"| {r['label']} | {_hp(r['hp'])} | {_fmt(r['cos_mean'])} | {_fmt(r['cos_draw'])} | "
+            f"{_fmt(r['rel_bias'])} ({_fmt(r['mc_floor'])}) | {_fmt(r['rel_var'])} | "
+            f"{_fmt(r['snr'])} | {_fmt(r['mse_best_scale'], 3)} | {r['evals']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cost_table(results, sweep):
+    rows = [r for r in results["cost"]["rows"] if r["sweep"] == sweep]
+    xkey = "categories" if sweep == "K" else "latents"
+    xs = sorted({r[xkey] for r in rows})
+    head = ["estimator"] + [f"{sweep}={x} ms" for x in xs] + [f"{sweep}={x} MiB" for x in xs]
+    lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * (len(head) - 1)]
+    for key, est in results["estimators"].items():
+        by = {r[xkey]: r for r in rows if r["estimator"] == key}
+        if not by:
+            continue
+        cells = [est["label"]]
+        for metric, d in (("median_ms", 1), ("peak_mib", 2)):
+            for x in xs:
+                r = by.get(x)
+                cells.append(
+                    "-" if r is None else ("failed" if r.get("failed") else _fmt(r[metric], d))
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _proposal_table(results):
+    lines = [
+        "| estimator | setting | KL(true ‖ pi) | E[f] exact | f on own draws, last interval |",
+        "|:---|:---|---:|---:|---:|",
+    ]
+    for row in results["proposal"]:
+        last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
+        cells = [row["label"], _hp(row["hp"])]
+        for metric in ("kl_true_pi", "objective", "sampled_loss"):
+            m, sd = mean_sd([c.get(metric) for c in last])
+            cells.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tuning_table(results, task):
+    lines = ["| estimator | configurations tried (final primary metric, tuning seed) | chosen |",
+             "|:---|:---|:---|"]  # fmt: skip
+    for key, entry in results["training"][task].items():
+        tried = "; ".join(
+            f"{_hp(t['hp'])}: " + ("failed" if t["score"] is None else _fmt(list(t.values())[2], 3))
+            for t in entry["tuning"]
+        )
+        lines.append(
+            f"| {results['estimators'][key]['label']} | {tried or 'not tuned'} "
+            f"| {_hp(entry['best'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def reading(results, summary) -> str:
+    """The written reading; every number comes from ``summary`` (stored in the JSON)."""
+    from .reading import text
+
+    return text(results, summary)
+
+
+def write(results, json_path):
+    IMG.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results)
+    results["summary"] = summary
+    json_path.write_text(json.dumps(results, indent=1))
+    written = [json_path]
+    imgs = {}
+    if "training" in results:
+        for name, x, xl, logx in (
+            ("steps", "step", "SVI step", False),
+            ("walltime", "seconds", "training wall time (s, evaluation excluded)", False),
+            ("evals", "evals", "objective evaluations (steps x cost per step; log)", True),
+        ):
+            imgs[name] = IMG / f"estimators_training_{name}.png"
+            plot_training(results, x, imgs[name], xl, logx)
+    if "gradients" in results:
+        imgs["gradients"] = IMG / "estimators_gradients.png"
+        plot_gradients(results, imgs["gradients"])
+    if "cost" in results:
+        imgs["cost"] = IMG / "estimators_cost.png"
+        plot_cost(results, imgs["cost"])
+    if "proposal" in results:
+        imgs["proposal"] = IMG / "estimators_proposal_toy.png"
+        plot_proposal(results, imgs["proposal"])
+    written += list(imgs.values())
+    PAGE.write_text(page(results, summary, json_path, imgs))
+    written.append(PAGE)
+    return written
+
+
+def page(results, summary, json_path, imgs) -> str:
+    s, env = results["settings"], results["environment"]
+    ts, gs, cs, ps = s["training"], s["gradients"], s["cost"], s["proposal"]
+    later = sum(x["seconds"] for x in results.get("supplements", []))
+    main_minutes = (results["seconds"] - later) / 60
+    out = [
+        "# Estimator benchmark: ILS against the alternatives\n\n",
+        f"<!-- Generated by benchmarks/estimators.py from {rel(json_path)}; "
+        "do not edit by hand. -->\n\n",
+        f"*Generated by `benchmarks/estimators.py` from `{rel(json_path)}`; every number on this "
+        "page comes from that file. Regenerate with `python benchmarks/estimators.py` (the "
+        "run times are below) or rewrite the page from the JSON with "
+        "`python benchmarks/estimators.py --report-only`.*\n\n",
+        f"**Machine:** {machine_line(env)}\n\n",
+        f"**Run:** {env['started']}, {main_minutes:.0f} min (main run); load average "
+        f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'] or [])} at the start and "
+        f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'] or [])} at the end on "
+        f"{env['cpu_count']} logical CPUs (other jobs shared the machine: wall times are "
+        "inflated and noisy: read ratios, not absolute times). Pyro validation off.\n\n",
+    ]
+    sups = results.get("supplements", [])
+    if sups:
+        out.append(
+            "**Later runs, merged into the same JSON** (same settings; `merge()` of "
+            "`benchmarks/estimators.py`, which `--merge-into` applies; a later part "
+            "replaces the same part of an earlier run): estimators that became available "
+            "after the main run had started, a re-run of the proposal grid, and a re-run "
+            "of the cost sweep with every estimator in one process (so that step times are "
+            "comparable):\n\n"
+        )
+        for sup in sups:
+            what = ", ".join(sup["parts"])
+            ests = (
+                "all estimators"
+                if set(sup["estimators"]) >= set(results["estimators"])
+                else ", ".join(sup["estimators"])
+            )
+            out.append(
+                f"* {what} for {ests}: `{sup['command'].strip()}`, "
+                f"{sup['seconds'] / 60:.0f} min, started {sup['environment']['started']} "
+                "(load average "
+                f"{', '.join(f'{x:.2f}' for x in sup['environment']['loadavg_start'] or [])}).\n"
+            )
+        out.append("\n")
+    if results.get("missing_estimators"):
+        out.append(
+            "**Not measured** (not available in `pyro_ils.estimators` when this ran): "
+            + ", ".join(f"`{k}` ({v})" for k, v in results["missing_estimators"].items())
+            + ".\n\n"
+        )
+    out.append("<!-- reading -->\n")
+    out.append(reading(results, summary))
+    out.append("<!-- /reading -->\n\n")
+    out.append(
+        "## Estimators\n\n"
+        "Each is one entry of `benchmarks/estimator_bench/registry.py`: how the guide's "
+        "`OneHotCategorical` sites are drawn (a messenger swaps the site's distribution), "
+        "which ELBO differentiates the result, objective evaluations per step, and its own "
+        "hyper-parameter grid. The tasks' guides use plain `OneHotCategorical` sites and "
+        "their models use the one-hot values in matrix products, so every estimator runs "
+        "on every task. *Pyro path* rows are what a Pyro user gets by swapping the guide's "
+        "distribution and keeping `Trace_ELBO` (relaxed densities in the ELBO); *analytic KL* "
+        "rows are the same estimators at their best, with `TraceMeanField_ELBO` taking "
+        "`KL(q || p)` of the categoricals exactly. ILS rows: `euclidean` and `normalize` "
+        "are the proposal's step from the sampled vertex with the two maps onto the "
+        "simplex; `reference` is the original code's incorrect gradient (toy and "
+        "polynomial only, for comparison); `mirror` and `mirror_rms`, where present, take "
+        "the step from `pi` with the entropic map (the mean-start variants of "
+        "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`).\n\n"
+        "| estimator | family | evals / step | own grid | how |\n|:---|:---|---:|:---|:---|\n"
+    )
+    for key, e in results["estimators"].items():
+        grid = ", ".join(
+            f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in e["grid"].items()
+        )
+        where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
+        out.append(
+            f"| {e['label']} | {e['family']} "
+            f"| {e['evals_per_step'] if key != 'exact' else 'K^sites'} "
+            f"| {grid or '-'} | {_cell(e['note'] + where)} |\n"
+        )
+    out.append(
+        "\nEvery estimator's learning rate is tuned over "
+        f"{{{', '.join(f'{x:g}' for x in results['lr_grid'])}}} "
+        "(Adam), together with its own grid: coordinate search on one tuning seed "
+        f"(seed {ts['tune_seed']}) with shorter runs, first its own values at the middle "
+        "learning rate, then the other learning rates at the best value; the best "
+        f"configuration (final primary metric on training data) then runs on seeds "
+        f'{", ".join(map(str, ts["seeds"]))}. ILS uses `guide_log_prob="analytic"` '
+        "(the model's prior is the guide's own distribution in `toy`, `moe` and `poly`, "
+        "and uniform in the VAEs, so the KL is exact).\n\n"
+    )
+    out.append("## Tasks\n\n")
+    for name, t in results["tasks"].items():
+        steps = ts["steps"].get(name)
+        out.append(
+            f"* `{name}`: {t['title']}; {steps} training steps "
+            f"(tuning: {ts['tune_steps'].get(name)}).\n"
+        )
+    out.append(
+        "\n`toy`: the proposal's objective `f(z) = -sum(true * log(z + 1e-8))` with "
+        "`examples/toy_kl.py`'s `true` and initialization; the primary metric is the exact "
+        "`E[f]` (its minimum, a point mass on each mode, is "
+        f"{_fmt(results['tasks']['toy']['optimum'], 2)}; at `pi = true` it is "
+        f"{_fmt(results['tasks']['toy']['objective_at_pi_true'], 2)}). `poly`: excess of the "
+        "exact `E[(z - t)^2]` over its minimum. `moe`: `examples/mixture_of_experts.py`'s "
+        "data, gate and experts with a one-hot expert choice; exact bound per point "
+        f"(the true model scores about {_fmt(results['tasks']['moe']['true_model_bound'], 3)}). "
+        "VAEs: `examples/categorical_vae.py`'s split and networks (one-hot latents, "
+        "decoder `sum_l z_l @ W_l`); `vae_small` reports the exact ELBO by enumeration "
+        "(curve: a fixed subset of training images; final: all training images and the "
+        "held-out images), `vae_large` a sampled ELBO; both report the held-out "
+        "importance-sampled bound `log mean_s p(x, z_s) / q(z_s | x)` "
+        f"({s['tasks']['vae_small'].get('is_samples')} samples).\n\n"
+    )
+    if "training" in results:
+        out.append("## Training\n\n")
+        for name in ("steps", "walltime", "evals"):
+            out.append(f"![training against {name}](img/{imgs[name].name})\n\n")
+        out.append(
+            "The last plot puts estimators at equal objective evaluations: RLOO with S "
+            "samples costs S per step, MuProp 2, REBAR and RELAX 3, exact enumeration the "
+            "number of joint values its tensors hold.\n\n"
+        )
+        for task in results["training"]:
+            out.append(f"### {task}: {results['tasks'][task]['title']}\n\n")
+            out.append(
+                f"Mean ± sd over {len(ts['seeds'])} seeds after {ts['steps'][task]} steps, "
+                "sorted by the primary metric (↑ higher is better, ↓ lower). `ms / step` is "
+                "the training wall time under the machine's load at the time"
+                + (
+                    " (the estimators added by a later run ran partly alongside the main "
+                    "run, so compare step times in the cost section, not here)"
+                    if results.get("supplements")
+                    else ""
+                )
+                + ".\n\n"
+            )
+            out.append(_task_table(results, task) + "\n")
+    if "gradients" in results:
+        out.append(
+            "## Gradient quality\n\n"
+            f"![gradient quality](img/{imgs['gradients'].name})\n\n"
+            f"At steps {', '.join(map(str, gs['points']))} of a trajectory that follows the "
+            f"exact gradient (Adam, lr {gs['trajectory_lr']}, seed {gs['seed']}), each "
+            f"estimator draws {gs['draws']} gradients of the loss on one fixed minibatch with "
+            "respect to the guide's parameters (logits, gate, encoder) and is compared with "
+            "the exact gradient `g*` (autograd of the closed-form or enumerated loss). "
+            "Columns: cosine of the mean with `g*`; mean cosine of one draw with `g*`; "
+            "`‖mean - g*‖ / ‖g*‖` with the Monte Carlo floor `sqrt(tr Var / M) / ‖g*‖` "
+            "(bias below the floor cannot be seen); variance of one draw relative to "
+            "`‖g*‖²`; `‖mean‖ / sqrt(tr Var)`; MSE* `= 1 - <E g, g*>² / (‖g*‖² E‖g‖²)`, "
+            "the error of one draw after the best rescaling (0 exact, 1 useless), which "
+            "ignores the overall scale that a learning rate absorbs. Stateful estimators are "
+            f"warmed up for {gs['warmup']} steps first (task parameters restored). ILS is "
+            "shown at every step size of its grid, the others at their default.\n\n"
+        )
+        for task, g in results["gradients"].items():
+            for point, p in g["points"].items():
+                m = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in p["metrics"].items())
+                out.append(f"### {task}, step {p['step']} ({m})\n\n")
+                out.append(_gradient_table(results, task, point) + "\n")
+    if "proposal" in results:
+        out.append(
+            "## The proposal's toy, its own settings\n\n"
+            f"![proposal toy](img/{imgs['proposal'].name})\n\n"
+            f"ILS step sizes {', '.join(f'{c:g}' for c in ps['step_sizes'])} with each projection "
+            "against Gumbel-Softmax temperatures "
+            f"{', '.join(f'{c:g}' for c in ps['temperatures'])} "
+            f"(relaxed forward; the KL term is zero here), Adam lr {ps['lr']}, {ps['steps']} "
+            "steps, "
+            f"seeds {', '.join(map(str, ps['seeds']))}; no tuning. `KL(true ‖ pi)` is what the "
+            "proposal plotted; the objective it minimizes is `E[f]`, whose minimum is a point "
+            "mass on the mode of `true`, not `pi = true` (see `docs/method.md`). Final values, "
+            "mean ± sd over seeds:\n\n"
+        )
+        out.append(_proposal_table(results) + "\n")
+    if "cost" in results:
+        out.append(
+            "## Cost\n\n"
+            f"![cost](img/{imgs['cost'].name})\n\n"
+            f"A linear-decoder VAE with free per-image logits (batch {cs['batch_size']}, 64 "
+            f"pixels): K swept at {cs['fixed_latents']} latent sites, the number of sites swept "
+            f"at K = {cs['fixed_categories']}. Median of {cs['steps']} timed steps after "
+            f"{cs['warmup']} warm-up steps; peak memory of one more step "
+            "(CPU: the peak of the running sum of tensor allocations recorded by "
+            "`torch.profiler`, beyond what was held before the step). Device "
+            f"`{results['cost']['device']}`; exact enumeration only where K^sites ≤ 4,096. "
+            "A CUDA run: `python benchmarks/estimators.py --parts cost --cuda --out "
+            "benchmarks/results/estimators_cuda.json` (the GPU is recorded in the JSON).\n\n"
+        )
+        for sweep in ("K", "L"):
+            out.append(_cost_table(results, sweep) + "\n")
+    if "training" in results:
+        out.append("## Tuning\n\nThe tuning seed's runs (shorter than the final runs).\n\n")
+        for task in results["training"]:
+            out.append(f"### {task}\n\n" + _tuning_table(results, task) + "\n")
+    out.append(
+        "## Reproduce\n\n```bash\npython benchmarks/estimators.py            # this page, "
+        "the JSON, the plots\npython benchmarks/estimators.py --quick    # CI smoke size, "
+        "JSON only\n```\n\nCommand of this run: `" + results["command"].strip() + "`.\n"
+    )
+    return "".join(out)
+
+
+__all__ = ["write", "summarize", "page", "math"]
