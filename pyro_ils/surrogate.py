@@ -175,11 +175,15 @@ class SurrogateDistributionMixin:
         if self._stl:
             # "Sticking the landing": the guide term sends its gradient only
             # through the draw, not d log q / d theta at fixed z.
-            entropy_term = self._detached_params().log_prob(value)
+            entropy_term = self._detached_log_prob(value)
         return ScoreParts(log_prob=log_prob, score_function=0, entropy_term=entropy_term)
 
     def _detached_params(self):
         raise NotImplementedError
+
+    def _detached_log_prob(self, value) -> Tensor:
+        """``log_prob(value)`` with the parameters detached (the value keeps its path)."""
+        return self._detached_params().log_prob(value)
 
 
 class SurrogateCategoricalMixin(SurrogateDistributionMixin):
@@ -205,6 +209,13 @@ class SurrogateCategoricalMixin(SurrogateDistributionMixin):
 
     def _detached_params(self):
         return Categorical(logits=self.logits.detach(), validate_args=False)
+
+    def _detached_log_prob(self, value) -> Tensor:
+        # Categorical.log_prob on the already normalized logits, detached, without
+        # building (and renormalizing) a new distribution.
+        index = value.long().unsqueeze(-1)
+        index, log_pmf = torch.broadcast_tensors(index, self.logits.detach())
+        return log_pmf.gather(-1, index[..., :1]).squeeze(-1)
 
 
 def onehot_log_prob(log_prob: Tensor, value: Tensor, logits: Tensor) -> Tensor:
