@@ -96,14 +96,14 @@ import torch
 from pyro.distributions.util import is_identically_zero, sum_rightmost
 from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
+from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-from pyro.util import warn_if_nan
 from torch import Tensor
 
 from .estimators._multi_eval import (
     Particle,
+    SurrogateLossMixin,
     discrete_site_kind,
     elbo_value,
     iter_particles,
@@ -148,7 +148,7 @@ def _loo_mean(values: Tensor, dim: int) -> Tensor:
     return (values.sum(dim, keepdim=True) - values) / (n - 1)
 
 
-class TraceILSCV_ELBO(Trace_ELBO):
+class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
     r"""ILS signals as a control variate: the score-function estimator with, for
     each of ``num_samples`` particles, the mean of the other particles'
     first-order models :math:`f_j + \langle g_j, z - z_j\rangle` of the objective
@@ -418,17 +418,3 @@ class TraceILSCV_ELBO(Trace_ELBO):
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         """The negated ``num_samples``-particle mean ELBO estimate (a float)."""
         return super().loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> Tensor:
-        """A tensor whose value is ``loss`` and whose gradient is the estimate."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        warn_if_nan(surrogate, "loss")
-        return loss + (surrogate - torch_item(surrogate))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Back-propagate the estimate into the parameters; return ``loss``."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        if getattr(surrogate, "requires_grad", False):
-            surrogate.backward(retain_graph=self.retain_graph)
-        warn_if_nan(loss, "loss")
-        return loss

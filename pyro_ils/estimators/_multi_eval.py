@@ -37,6 +37,7 @@ from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.util import warn_if_nan
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
@@ -330,3 +331,23 @@ def check_finite_float(name: str, value: Any, positive: bool = False) -> float:
         kind = "positive finite" if positive else "finite"
         raise ValueError(f"{name} must be a {kind} number, got {value!r}")
     return out
+
+
+class SurrogateLossMixin:
+    """``differentiable_loss`` and ``loss_and_grads`` of an ELBO whose
+    ``_loss_and_surrogate(model, guide, args, kwargs)`` returns ``(loss, surrogate)``:
+    the loss value (a float) and a tensor whose gradient is the estimator's."""
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> Tensor:
+        """A tensor whose value is ``loss`` and whose gradient is the estimate."""
+        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
+        warn_if_nan(surrogate, "loss")
+        return loss + (surrogate - torch_item(surrogate))
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
+        """Back-propagate the estimate into the parameters; return ``loss``."""
+        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
+        if getattr(surrogate, "requires_grad", False):
+            surrogate.backward(retain_graph=self.retain_graph)
+        warn_if_nan(loss, "loss")
+        return loss

@@ -64,12 +64,12 @@ import torch
 from pyro.distributions.util import is_identically_zero, sum_rightmost
 from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
-from pyro.util import warn_if_nan
+from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from torch import Tensor
 
 from ._multi_eval import (
     Particle,
+    SurrogateLossMixin,
     discrete_site_kind,
     elbo_value,
     iter_particles,
@@ -84,7 +84,7 @@ from ._multi_eval import (
 __all__ = ["TraceMuProp_ELBO"]
 
 
-class TraceMuProp_ELBO(Trace_ELBO):
+class TraceMuProp_ELBO(SurrogateLossMixin, Trace_ELBO):
     r"""MuProp (Gu, Levine, Sutskever and Mnih 2016, "MuProp: Unbiased
     backpropagation for stochastic neural networks"): the score-function
     estimator with a first-order Taylor expansion of the objective around the
@@ -184,17 +184,3 @@ class TraceMuProp_ELBO(Trace_ELBO):
             loss = loss - elbo_value(particle.model_trace, particle.guide_trace)
             surrogate = surrogate + self._particle(particle, args, kwargs)
         return loss / self.num_particles, -surrogate / self.num_particles
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> Tensor:
-        """A tensor whose value is ``loss`` and whose gradient is the MuProp estimate."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        warn_if_nan(surrogate, "loss")
-        return loss + (surrogate - torch_item(surrogate))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Back-propagate the MuProp estimate into the parameters; return ``loss``."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        if getattr(surrogate, "requires_grad", False):
-            surrogate.backward(retain_graph=self.retain_graph)
-        warn_if_nan(loss, "loss")
-        return loss

@@ -42,11 +42,9 @@ from collections.abc import Callable
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import torch_item
-from pyro.util import warn_if_nan
 from torch import Tensor
 
-from ._multi_eval import elbo_value, pathwise_surrogate, score_sites
+from ._multi_eval import SurrogateLossMixin, elbo_value, pathwise_surrogate, score_sites
 
 __all__ = ["TraceRLOO_ELBO"]
 
@@ -57,7 +55,7 @@ def _leave_one_out_mean(values: Tensor, dim: int) -> Tensor:
     return (values.sum(dim, keepdim=True) - values) / (n - 1)
 
 
-class TraceRLOO_ELBO(Trace_ELBO):
+class TraceRLOO_ELBO(SurrogateLossMixin, Trace_ELBO):
     r"""REINFORCE with a leave-one-out baseline over ``num_samples`` particles
     (Kool, van Hoof and Welling 2019, "Buy 4 REINFORCE samples, get a baseline
     for free!").
@@ -146,17 +144,3 @@ class TraceRLOO_ELBO(Trace_ELBO):
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
         """The negated ``num_samples``-particle mean ELBO estimate (a float)."""
         return super().loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> Tensor:
-        """A tensor whose value is ``loss`` and whose gradient is the RLOO estimate."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        warn_if_nan(surrogate, "loss")
-        return loss + (surrogate - torch_item(surrogate))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """Back-propagate the RLOO estimate into the parameters; return ``loss``."""
-        loss, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
-        if getattr(surrogate, "requires_grad", False):
-            surrogate.backward(retain_graph=self.retain_graph)
-        warn_if_nan(loss, "loss")
-        return loss
