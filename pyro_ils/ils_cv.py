@@ -107,6 +107,8 @@ from .estimators._multi_eval import (
     discrete_site_kind,
     elbo_value,
     iter_particles,
+    leave_one_out_mean,
+    leave_one_out_sum_to,
     log_ratio,
     mft_total,
     pathwise_surrogate,
@@ -140,12 +142,6 @@ class _LeafDraws(Messenger):
         self.leaves[msg["name"]] = leaf
         msg["value"] = leaf
         msg["done"] = True
-
-
-def _loo_mean(values: Tensor, dim: int) -> Tensor:
-    """Mean over ``dim`` of all entries but the one at each position."""
-    n = values.size(dim)
-    return (values.sum(dim, keepdim=True) - values) / (n - 1)
 
 
 class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
@@ -307,7 +303,7 @@ class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
                     f"carry the particle dim {dim} of size {self.num_samples}; site '{name}' has "
                     f"shape {tuple(g.shape)} (is max_plate_nesting right?)"
                 )
-            gbars[name] = _loo_mean(g, axis)
+            gbars[name] = leave_one_out_mean(g, axis)
             event_dim = site["fn"].event_dim
             z = site["value"].detach()
             own.add((stacks[name], -sum_rightmost(g * z, event_dim)))
@@ -322,7 +318,7 @@ class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
                     f"the particle dim {dim} of size {self.num_samples}; got shape "
                     f"{tuple(torch.as_tensor(base).shape)} (is max_plate_nesting right?)"
                 )
-            control = _loo_mean(base, dim) + other.sum_to(stack)
+            control = leave_one_out_mean(base, dim) + other.sum_to(stack)
             score = site["score_parts"].score_function
             surrogate = surrogate + ((cost - control).detach() * score).sum()
             surrogate = surrogate + self._analytic(site, gbars[name])
@@ -374,16 +370,8 @@ class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
             for name, site in sites:
                 stack = site["cond_indep_stack"]
                 cost = log_rs[s].sum_to(stack)
-                base: Tensor | float = 0.0
-                for j, own in enumerate(owns):
-                    if j == s:
-                        continue
-                    value = own.sum_to(stack)
-                    same_layout = torch.is_tensor(value) and torch.is_tensor(cost)
-                    if not (same_layout and value.shape == cost.shape):
-                        value = own_totals[j]  # different plate layout: its total
-                    base = base + value
-                control = base / (num - 1) + others[s].sum_to(stack)
+                base = leave_one_out_sum_to(owns, own_totals, s, stack, cost)
+                control = base + others[s].sum_to(stack)
                 score = site["score_parts"].score_function
                 residual = cost - control
                 if torch.is_tensor(residual):

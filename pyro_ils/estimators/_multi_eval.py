@@ -333,6 +333,32 @@ def check_finite_float(name: str, value: Any, positive: bool = False) -> float:
     return out
 
 
+def leave_one_out_mean(values: Tensor, dim: int) -> Tensor:
+    """Mean over ``dim`` of all entries but the one at each position."""
+    n = values.size(dim)
+    return (values.sum(dim, keepdim=True) - values) / (n - 1)
+
+
+def leave_one_out_sum_to(
+    parts: list[MultiFrameTensor], totals: list, s: int, stack, like
+) -> Tensor | float:
+    """Mean over the particles ``j != s`` of ``parts[j].sum_to(stack)`` (looped particles).
+
+    A particle whose plate layout differs from ``like`` (the value of particle
+    ``s`` at that stack) contributes its total ``totals[j]`` instead.
+    """
+    out: Tensor | float = 0.0
+    for j, part in enumerate(parts):
+        if j == s:
+            continue
+        value = part.sum_to(stack)
+        same_layout = torch.is_tensor(value) and torch.is_tensor(like)
+        if not (same_layout and value.shape == like.shape):
+            value = totals[j]  # different plate layout: its total
+        out = out + value
+    return out / (len(parts) - 1)
+
+
 class SurrogateLossMixin:
     """``differentiable_loss`` and ``loss_and_grads`` of an ELBO whose
     ``_loss_and_surrogate(model, guide, args, kwargs)`` returns ``(loss, surrogate)``:

@@ -44,15 +44,16 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from torch import Tensor
 
-from ._multi_eval import SurrogateLossMixin, elbo_value, pathwise_surrogate, score_sites
+from ._multi_eval import (
+    SurrogateLossMixin,
+    elbo_value,
+    leave_one_out_mean,
+    leave_one_out_sum_to,
+    pathwise_surrogate,
+    score_sites,
+)
 
 __all__ = ["TraceRLOO_ELBO"]
-
-
-def _leave_one_out_mean(values: Tensor, dim: int) -> Tensor:
-    """Mean over ``dim`` of all entries but the one at each position."""
-    n = values.size(dim)
-    return (values.sum(dim, keepdim=True) - values) / (n - 1)
 
 
 class TraceRLOO_ELBO(SurrogateLossMixin, Trace_ELBO):
@@ -116,7 +117,7 @@ class TraceRLOO_ELBO(SurrogateLossMixin, Trace_ELBO):
                     f"the particle dim {dim} of size {self.num_samples}; got shape "
                     f"{tuple(torch.as_tensor(cost).shape)} (is max_plate_nesting right?)"
                 )
-            baseline = _leave_one_out_mean(cost, dim)
+            baseline = leave_one_out_mean(cost, dim)
             out = out + ((cost - baseline) * site["score_parts"].score_function).sum()
         return out
 
@@ -128,16 +129,7 @@ class TraceRLOO_ELBO(SurrogateLossMixin, Trace_ELBO):
             for _name, site in score_sites(gt):
                 stack = site["cond_indep_stack"]
                 cost = log_rs[s].sum_to(stack)
-                baseline: Tensor | float = 0.0
-                for j, log_r in enumerate(log_rs):
-                    if j == s:
-                        continue
-                    other = log_r.sum_to(stack)
-                    same_layout = torch.is_tensor(other) and torch.is_tensor(cost)
-                    if not (same_layout and other.shape == cost.shape):
-                        other = totals[j]  # different plate layout: its total ELBO
-                    baseline = baseline + other
-                baseline = baseline / (len(log_rs) - 1)
+                baseline = leave_one_out_sum_to(log_rs, totals, s, stack, cost)
                 out = out + ((cost - baseline) * site["score_parts"].score_function).sum()
         return out
 
