@@ -37,7 +37,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 
@@ -54,6 +53,7 @@ from pyro_ils import TraceILS_ELBO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_summary import summarize_posterior  # noqa: E402
+from run_info import run_info  # noqa: E402
 
 
 def load_binarized_digits(device, dtype=torch.float32, seed=0):
@@ -282,14 +282,7 @@ def main(argv=None):
         json.dump(
             {
                 "settings": vars(args),
-                "versions": {
-                    "torch": torch.__version__,
-                    "pyro": pyro.__version__,
-                    "pyro_ils": pyro_ils.__version__,
-                    "python": platform.python_version(),
-                },
-                "machine": platform.machine() + " " + platform.processor(),
-                "device": str(device),
+                **run_info(device),
                 "results": results,
                 "posterior": posterior,
             },

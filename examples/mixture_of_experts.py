@@ -95,7 +95,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -112,6 +111,7 @@ from pyro_ils import TraceILS_ELBO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_summary import summarize_posterior  # noqa: E402
+from run_info import run_info  # noqa: E402
 
 # The four regions (quadrants, indexed 2 * [x1 > 0] + [x2 > 0]) and their lines.
 TRUE_W = torch.tensor([[1.5, -1.0], [-2.0, 0.5], [0.5, 2.0], [-1.0, -1.5]])
@@ -452,13 +452,7 @@ def main(argv=None):
         json.dump(
             {
                 "settings": vars(args),
-                "versions": {
-                    "torch": torch.__version__,
-                    "pyro": pyro.__version__,
-                    "pyro_ils": pyro_ils.__version__,
-                    "python": platform.python_version(),
-                },
-                "device": str(device),
+                **run_info(device),
                 "true_model_bound": best,
                 "summary": summary,
                 "results": results,

@@ -86,7 +86,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -110,6 +109,7 @@ from pyro_ils import TraceILS_ELBO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_summary import summarize_posterior  # noqa: E402
+from run_info import run_info  # noqa: E402
 
 NUM_CLASSES = 10
 ESTIMATORS = ("ils", "enum", "ils_analytic", "reinforce", "labels_only")
@@ -595,14 +595,7 @@ def main(argv=None):
                     "active_z_dims": "z dims with Var_x E_q[z] > 0.01 on held-out images",
                     "test_log_px_is": "importance-sampled log p(x), stratified over y",
                 },
-                "versions": {
-                    "torch": torch.__version__,
-                    "pyro": pyro.__version__,
-                    "pyro_ils": pyro_ils.__version__,
-                    "python": platform.python_version(),
-                },
-                "machine": platform.machine() + " " + platform.processor(),
-                "device": str(device),
+                **run_info(device),
                 "results": results,
                 "posterior": posterior,
             },

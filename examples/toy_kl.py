@@ -94,7 +94,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -105,6 +104,7 @@ import pyro_ils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_summary import summarize_posterior  # noqa: E402
+from run_info import run_info  # noqa: E402
 
 EPS = 1e-8
 OPT_NAME = {"adam": "Adam", "sgd": "SGD"}
@@ -395,12 +395,7 @@ def main(argv=None):
         json.dump(
             {
                 "settings": vars(args),
-                "versions": {
-                    "torch": torch.__version__,
-                    "pyro_ils": pyro_ils.__version__,
-                    "python": platform.python_version(),
-                },
-                "device": str(device),
+                **run_info(device),
                 "true": true.cpu().tolist(),
                 "objective_at_true": at_true,
                 "objective_minimum": at_mode,
