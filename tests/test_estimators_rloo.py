@@ -13,19 +13,17 @@ A negative control checks that the same test rejects a biased baseline.
 """
 
 import contextlib
-import math
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
-from scipy.stats import norm
+from test_estimators_control_variates import bias_outliers
 
 import pyro_ils.estimators.rloo as rloo_module
 from pyro_ils.estimators import TraceRLOO_ELBO
 
-ALPHA = 1e-3
 DTYPE = torch.float64
 K = 3
 PARAMS = ["q1", "q2", "qb", "W"]
@@ -139,20 +137,6 @@ def looped_draws(elbo, steps: int, seed: int) -> torch.Tensor:
         )
     pyro.clear_param_store()
     return torch.stack(rows)
-
-
-def bias_outliers(draws, exact, alpha=ALPHA):
-    """Coordinates where the mean of the draws is off the exact gradient by more
-    than the Bonferroni-corrected normal tolerance (empty if consistent). The
-    normal approximation needs many nonzero draws per coordinate; fewer than 30
-    is a flaw of the test's design and fails loudly."""
-    n, p = draws.shape
-    nonzero = (draws != 0).sum(0)
-    assert nonzero.min() >= 30, f"too few nonzero draws for a normal test: {nonzero.tolist()}"
-    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
-    tol = norm.isf(alpha / (2 * p)) * se + 1e-8 * (1 + exact.abs())
-    bad = ((mean - exact).abs() > tol).nonzero().flatten().tolist()
-    return [(i, mean[i].item(), exact[i].item(), se[i].item()) for i in bad]
 
 
 @pytest.mark.parametrize("num_samples", [2, 4])
