@@ -10,6 +10,7 @@ from .distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
 from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from .ils import ils_onehot
 from .ils_cv import TraceILSCV_ELBO
+from .ils_diff import TraceILSDiff_ELBO
 from .index_tensor import ILSIndexTensor, ILSOneHotTensor
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
 from .projections import PROJECTIONS, TARGETS, project_simplex
@@ -36,6 +37,7 @@ __all__ = [
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
     "TraceILSCV_ELBO",
+    "TraceILSDiff_ELBO",
     "TraceILS_ELBO",
     "anneal",
     "ils_onehot",

@@ -1,0 +1,450 @@
+r"""ILS with exact discrete differences in place of the first-order signal.
+
+ILS steps the target with ``g = dL/dz``, the first-order model of how the loss
+changes when the draw moves to another category. Where the model can be run on
+all ``K`` alternatives of a site at once (as parallel enumeration does), the
+change itself can be used instead:
+
+.. math::
+
+    d_k = L(z_{-i}, z_i = k) - L(z_{-i}, z_i), \qquad k = 1, \dots, K,
+
+for each draw :math:`z_i` of a site, with every other draw :math:`z_{-i}` held at
+its value and :math:`L = -(\log p(x, z) - \log q(z))` the negative ELBO
+integrand, each term scaled and masked as Pyro scales it. Divided by the draw's
+weight :math:`w_i` (its scale: plate subsampling, ``poutine.scale``; its mask),
+:math:`d` enters the ILS target and backward unchanged:
+
+.. math::
+
+    \pi_D = h(z - c\, d / w), \qquad
+    \nabla_{\mathrm{logits}} = w\,(\pi - \pi_D).
+
+With the entropic map (``projection="mirror"``, the default here),
+:math:`\pi_D \propto \pi\, e^{-c\, d / w}`:
+
+* for small ``c``, :math:`\pi - \pi_D \approx c\, \pi \odot (d - \langle \pi, d
+  \rangle) / w`: ``c`` times the *local expectation gradient* (Titsias and
+  Lazaro-Gredilla, 2015), which is unbiased for a guide whose sites are
+  independent given their parents (mean field), and exact when a site is the
+  only draw its terms depend on;
+* at ``c = 1`` and without analytic KL, :math:`\pi\, e^{-d / w} \propto p(x,
+  z_i = k, z_{-i}) / q(z_{-i} \mid z_i = k)`: for a mean-field guide the target
+  is the exact conditional posterior of the draw, :math:`p(z_i \mid x, z_{-i})`.
+
+**Cost.** One extra run of the guide and the model per ILS site and step, on
+``M`` alternatives along a new dimension left of every plate: ``M = K`` where
+every term that depends on the site lies in all of the site's plates (for
+example a per-data-point latent with its own likelihood), and ``M = C K`` where
+``C`` is the number of the site's elements that the terms couple (for example
+``L`` latents of one image in a ``latents`` plate, or ``.to_event`` dims: each
+is changed on its own). The model and guide must broadcast over that new
+dimension, as they must for ``TraceEnum_ELBO``'s parallel enumeration.
+
+**Which terms couple.** A plate of the site is treated as splitting its terms
+when every site after it (in the guide, and in the model after the model's site
+of the same name) is inside that plate; otherwise the plate's elements are
+changed one at a time. Batch dims without a plate and ``.to_event`` dims are
+always changed one at a time.
+
+**Scope.** Draws downstream of the site in the guide are held at their values
+(their ``log q`` is re-evaluated under each alternative); for a structured guide
+whose later sites depend on this one, the result is therefore not the local
+expectation gradient of the ELBO. Continuous reparameterized sites, and discrete
+sites that are not routed (other distributions, ``infer={"ils": False}``,
+enumerated sites), are handled as :class:`~pyro.infer.Trace_ELBO` handles them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import Trace_ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import torch_item
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.util import check_site_shape
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+from .ils import finite
+from .options import check_options
+from .projections import intermediate_target
+from .routing import eligible, has_ils_version, site_options, to_plain
+
+__all__ = ["TraceILSDiff_ELBO"]
+
+_BASE_TYPES = (dist.Categorical, dist.OneHotCategorical, dist.Bernoulli)
+#: The key under which a routed guide site keeps its options and, once computed,
+#: its target (in the site's ``infer`` dict and node).
+_KEY = "_ils_diff"
+
+
+class _PlainDrawMessenger(Messenger):
+    """Mark every eligible discrete guide site for exact differences and make its
+    draw a plain exact sample (an ILS distribution is replaced by its plain
+    version, so that no first-order backward runs)."""
+
+    def __init__(self, step_size: float, projection: str):
+        super().__init__()
+        self.step_size, self.projection = step_size, projection
+
+    def _pyro_sample(self, msg) -> None:
+        if not eligible(msg) or not has_ils_version(msg["fn"]):
+            return
+        msg["fn"] = to_plain(msg["fn"])
+        enabled, step_size, projection = site_options(msg, self.step_size, self.projection)
+        if enabled:
+            msg["infer"][_KEY] = {"step_size": step_size, "projection": projection}
+
+
+def _parts(fn):
+    """``(base, reinterpreted, masks)``: the plain categorical distribution inside
+    the wrappers, the number of ``.to_event`` dims, and each mask with the number
+    of reinterpreted dims inside it."""
+    reinterpreted, masks = 0, []
+    while not isinstance(fn, _BASE_TYPES):
+        if isinstance(fn, dist.Independent):
+            reinterpreted += fn.reinterpreted_batch_ndims
+        elif isinstance(fn, MaskedDistribution):
+            masks.append((fn._mask, reinterpreted))
+        elif not isinstance(fn, ExpandedDistribution):
+            raise TypeError(f"TraceILSDiff_ELBO cannot differentiate a {type(fn).__name__}")
+        fn = fn.base_dist
+    return fn, reinterpreted, [(m, reinterpreted - outer) for m, outer in masks]
+
+
+def _view(base, value: Tensor) -> tuple[Tensor, Tensor, int]:
+    """``(index, log_probs, K)``: the drawn categories, the normalized log-masses of
+    all ``K`` categories broadcast to ``index.shape + (K,)`` (with the gradient
+    path to the parameters), and ``K``."""
+    if isinstance(base, dist.Bernoulli):
+        index = value.long()
+        a = base.logits.expand(index.shape)
+        logp = torch.stack([-F.softplus(a), -F.softplus(-a)], dim=-1)
+        return index, logp, 2
+    if isinstance(base, dist.OneHotCategorical):
+        index = value.argmax(-1)
+    else:
+        index = value.long()
+    logits = base.logits
+    return index, logits.expand(index.shape + logits.shape[-1:]), logits.size(-1)
+
+
+def _alternative_values(base, index: Tensor, value: Tensor, num: int, sel: Tensor) -> Tensor:
+    """The site's value at each alternative ``(c, k)``: ``index`` with the elements
+    of coupled block ``c`` (``sel[c]``) set to ``k``, shape ``(C * K,) + value.shape``."""
+    ks = torch.arange(num, device=index.device).view((1, num) + (1,) * index.dim())
+    alt = torch.where(sel.unsqueeze(1), ks, index)  # (C, K) + index.shape
+    alt = alt.reshape((-1,) + index.shape)
+    if isinstance(base, dist.OneHotCategorical):
+        return F.one_hot(alt, num).to(value.dtype)
+    return alt.to(value.dtype)
+
+
+def _frames(site) -> dict[int, str]:
+    return {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None}
+
+
+def _is_term(site) -> bool:
+    return site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
+
+
+def _later_sites(trace, name):
+    """The sample sites after ``name`` in ``trace`` (every site when it has none)."""
+    names = [n for n, s in trace.nodes.items() if _is_term(s)]
+    start = names.index(name) + 1 if name in names else 0
+    return [trace.nodes[n] for n in names[start:]]
+
+
+def _max_plate_nesting(*traces) -> int:
+    nesting = 0
+    for trace in traces:
+        for site in trace.nodes.values():
+            if _is_term(site):
+                nesting = max(nesting, len(site["fn"].batch_shape), *(-d for d in _frames(site)))
+    return nesting
+
+
+class TraceILSDiff_ELBO(Trace_ELBO):
+    __doc__ = (
+        """:class:`~pyro.infer.Trace_ELBO` whose discrete guide sites get the ILS gradient
+    built from exact discrete differences instead of ``dL/dz``.
+
+    Every latent ``Categorical``, ``OneHotCategorical`` and ``Bernoulli`` guide
+    site (also an ILS distribution, and inside ``Independent``, masked and
+    expanded wrappers) is drawn exactly; the model and the guide are then run
+    once more per site with the site's value replaced by its alternatives, and
+    the logits receive :math:`w (\\pi - \\pi_D)` with :math:`\\pi_D = h(z - c\\,
+    d / w)`. ``infer={"ils": False}`` leaves a site to the score-function
+    estimator of ``Trace_ELBO``; ``infer={"ils": {"step_size": c, "projection":
+    h}}`` sets the options of one site.
+
+    Example::
+
+        svi = SVI(model, guide, optim, loss=TraceILSDiff_ELBO())
+
+    :param float step_size: the step ``c > 0`` (default 1: with ``"mirror"``,
+        the target is the conditional posterior of the draw).
+    :param str projection: ``"mirror"`` (default), ``"mirror_rms"``,
+        ``"euclidean"`` or ``"normalize"``.
+    :param bool analytic_kl: where the model's site has a registered KL with the
+        guide's (a matching categorical), use :math:`-\\mathrm{KL}(q \\| p)` for the
+        site's own ``log p - log q`` and leave those terms out of ``d``
+        (default ``True``).
+    :param int max_plate_nesting: the number of batch dims to the right of the
+        alternatives' dim (default: the largest found in the traces).
+    :param elbo_kwargs: passed to :class:`~pyro.infer.Trace_ELBO`
+        (``num_particles``, ...; ``vectorize_particles`` is not supported).
+    """
+        + __doc__
+    )
+
+    def __init__(
+        self,
+        step_size: float = 1.0,
+        projection: str = "mirror",
+        analytic_kl: bool = True,
+        max_plate_nesting: int | None = None,
+        **elbo_kwargs,
+    ):
+        self.step_size, self.projection = check_options(step_size, projection)
+        if projection == "reference":
+            raise ValueError("TraceILSDiff_ELBO does not support projection='reference'")
+        if elbo_kwargs.get("vectorize_particles"):
+            raise NotImplementedError("TraceILSDiff_ELBO does not support vectorize_particles")
+        self.analytic_kl = bool(analytic_kl)
+        self._nesting = max_plate_nesting
+        super().__init__(**elbo_kwargs)
+
+    # -- traces -------------------------------------------------------------------
+
+    def _get_trace(self, model, guide, args, kwargs):
+        guide = _PlainDrawMessenger(self.step_size, self.projection)(guide)
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if not getattr(self, "_values_only", False):
+            self._attach_targets(model, guide, args, kwargs, model_trace, guide_trace)
+        return model_trace, guide_trace
+
+    def loss(self, model, guide, *args, **kwargs):
+        self._values_only = True
+        try:
+            return super().loss(model, guide, *args, **kwargs)
+        finally:
+            self._values_only = False
+
+    def _analytic(self, name, site, model_trace):
+        if not self.analytic_kl or name not in model_trace.nodes:
+            return None
+        model_site = model_trace.nodes[name]
+        if model_site["is_observed"]:
+            return None
+        try:
+            kl = kl_divergence(site["fn"], model_site["fn"])
+        except NotImplementedError:
+            return None
+        return scale_and_mask(kl, site["scale"], site["mask"]).sum()
+
+    def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):
+        nesting = self._nesting
+        if nesting is None:
+            nesting = _max_plate_nesting(model_trace, guide_trace)
+        for name, site in list(guide_trace.nodes.items()):
+            if site["type"] != "sample" or _KEY not in site["infer"]:
+                continue
+            kl = self._analytic(name, site, model_trace)
+            with torch.no_grad():
+                d = self._differences(
+                    name, site, model, guide, args, kwargs, model_trace, guide_trace, nesting, kl
+                )
+            site[_KEY] = self._target(site, d, kl)
+
+    # -- the differences ----------------------------------------------------------
+
+    def _differences(
+        self, name, site, model, guide, args, kwargs, model_trace, guide_trace, nesting, kl
+    ) -> Tensor:
+        """``d[..., k] = L(z_i = k) - L(z_i)`` per element of the site's index."""
+        fn = site["fn"]
+        base, reinterpreted, _ = _parts(fn)
+        index, _, num = _view(base, site["value"])
+        batch_ndim = index.dim() - reinterpreted
+        if batch_ndim > nesting:
+            raise ValueError(
+                f"site {name!r} has {batch_ndim} batch dims but max_plate_nesting={nesting}"
+            )
+        later = _later_sites(guide_trace, name) + _later_sites(model_trace, name)
+        split = {
+            dim
+            for dim, plate in _frames(site).items()
+            if all(plate in _frames(s).values() for s in later)
+        }
+        sel = self._selector(index, batch_ndim, split)
+        alt = _alternative_values(base, index, site["value"], num, sel)
+        alt = alt.reshape(alt.shape[:1] + (1,) * (nesting - batch_ndim) + alt.shape[1:])
+
+        replaced = guide_trace.copy()
+        replaced.nodes[name] = {**site, "value": alt}
+        with poutine.block():
+            alt_guide = poutine.trace(poutine.replay(guide, trace=replaced)).get_trace(
+                *args, **kwargs
+            )
+            alt_model = poutine.trace(poutine.replay(model, trace=alt_guide)).get_trace(
+                *args, **kwargs
+            )
+        for trace in (alt_guide, alt_model):
+            trace.compute_log_prob()
+            for term in trace.nodes.values():
+                if _is_term(term):
+                    # Every term must broadcast over the alternatives' dim, as
+                    # for parallel enumeration; this raises where it does not.
+                    check_site_shape(term, nesting)
+
+        num_alt = alt.size(0)
+        total = torch.zeros((num_alt,) + (1,) * nesting, device=index.device)
+        for trace, sign in ((alt_guide, 1.0), (alt_model, -1.0)):
+            for other, term in trace.nodes.items():
+                if not _is_term(term) or (kl is not None and other == name):
+                    continue
+                reduced = self._reduce(term, name, num_alt, nesting, split)
+                if reduced is not None:
+                    total = total.to(reduced.dtype) + sign * reduced
+        # (C * K, 1.., kept plate dims) -> per element of the index: (K,) + index.shape
+        total = total.reshape((sel.size(0), num) + total.shape[1:])
+        total = total.reshape(total.shape[:2] + total.shape[2 + nesting - batch_ndim :])
+        total = total.reshape(total.shape + (1,) * reinterpreted)
+        per_element = (sel.unsqueeze(1) * total).sum(0).movedim(0, -1)
+        return per_element - per_element.gather(-1, index.unsqueeze(-1))
+
+    @staticmethod
+    def _selector(index: Tensor, batch_ndim: int, split: set[int]) -> Tensor:
+        """``sel[c]``: the elements of the index in coupled block ``c``; boolean,
+        shape ``(C,) + index.shape``. Elements that differ only in split plate dims
+        share a block (they are changed together)."""
+        shape = index.shape
+        coupled = [
+            i for i in range(index.dim()) if i >= batch_ndim or (i - batch_ndim) not in split
+        ]
+        sizes = [shape[i] for i in coupled]
+        blocks = math.prod(sizes)
+        ids = torch.arange(blocks, device=index.device).reshape(sizes) if sizes else None
+        view = [shape[i] if i in coupled else 1 for i in range(index.dim())]
+        ids = (
+            torch.zeros(view, dtype=torch.long, device=index.device)
+            if ids is None
+            else ids.reshape(view)
+        )
+        ids = ids.expand(shape)
+        return ids.unsqueeze(0) == torch.arange(blocks, device=index.device).view(
+            (blocks,) + (1,) * index.dim()
+        )
+
+    @staticmethod
+    def _reduce(term, name, num_alt, nesting, split) -> Tensor:
+        """A term's log-probability summed over every dim but the alternatives' and
+        the site's split plates: ``(M,) + (1 or plate size,) * nesting``; ``None``
+        when it does not depend on the site."""
+        log_prob = term["log_prob"]
+        if not isinstance(log_prob, Tensor) or log_prob.dim() <= nesting:
+            return None
+        if log_prob.dim() > nesting + 1:
+            raise ValueError(
+                f"site {term['name']!r} has a log-probability of shape {tuple(log_prob.shape)}: "
+                f"more dims than max_plate_nesting={nesting} + 1"
+            )
+        if log_prob.size(0) != num_alt:
+            return None
+        frames = _frames(term)
+        for dim in range(-nesting, 0):
+            if dim in split:
+                if dim not in frames:
+                    raise ValueError(
+                        f"site {term['name']!r} depends on {name!r} but is outside its plate "
+                        f"at dim {dim}; pass a larger max_plate_nesting or check the plates"
+                    )
+                continue
+            log_prob = log_prob.sum(dim, keepdim=True)
+        return log_prob
+
+    # -- the target ---------------------------------------------------------------
+
+    def _target(self, site, d: Tensor, kl) -> dict:
+        fn = site["fn"]
+        base, reinterpreted, masks = _parts(fn)
+        index, _, num = _view(base, site["value"])
+        options = site["infer"][_KEY]
+        weight = torch.ones(index.shape, dtype=d.dtype, device=d.device)
+        tail = (1,) * reinterpreted
+        scale = torch.as_tensor(site["scale"], dtype=d.dtype, device=d.device)
+        weight = weight * scale.reshape(scale.shape + tail) if scale.dim() else weight * scale
+        if site["mask"] is not None and not isinstance(site["mask"], bool):
+            mask = site["mask"].to(d.dtype)
+            weight = weight * mask.reshape(mask.shape + tail)
+        elif site["mask"] is False:
+            weight = weight * 0
+        for mask, inner in masks:
+            mask = torch.as_tensor(mask, device=d.device).to(d.dtype)
+            weight = weight * mask.reshape(mask.shape + (1,) * inner)
+        with torch.no_grad():
+            _, logp, _ = _view(base, site["value"])
+            logp = logp.detach()
+            support = logp > -torch.inf
+            g = finite(d) / torch.where(weight != 0, weight, torch.ones_like(weight)).unsqueeze(-1)
+            g = g.masked_fill(~support, 0.0)
+            z = F.one_hot(index, num).to(d.dtype)
+            all_supported = bool(support.all())
+            target = intermediate_target(
+                z,
+                g,
+                options["step_size"],
+                options["projection"],
+                None if all_supported else support,
+                logp,
+            )
+        return {"target": target, "weight": weight, "support": support, "kl": kl}
+
+    # -- the surrogate ------------------------------------------------------------
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        routed = {
+            name: site[_KEY]
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and _KEY in site
+        }
+        analytic = {name for name, r in routed.items() if r["kl"] is not None}
+        elbo, surrogate, log_r = 0.0, 0.0, None
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            elbo = elbo + torch_item(site["log_prob_sum"])
+            if name not in analytic:
+                surrogate = surrogate + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            elbo = elbo - torch_item(site["log_prob_sum"])
+            if name in routed:
+                r = routed[name]
+                if r["kl"] is not None:
+                    surrogate = surrogate - r["kl"]
+                base, _, _ = _parts(site["fn"])
+                _, logp, _ = _view(base, site["value"])
+                cross = torch.where(r["support"], r["target"] * logp, torch.zeros_like(logp))
+                surrogate = surrogate + (r["weight"] * cross.sum(-1)).sum()
+                continue
+            _, score_function_term, entropy_term = site["score_parts"]
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                if log_r is None:
+                    log_r = _compute_log_r(model_trace, guide_trace)
+                site_log_r = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (site_log_r * score_function_term).sum()
+        return -elbo, -surrogate
