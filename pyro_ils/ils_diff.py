@@ -18,13 +18,19 @@ weight :math:`w_i` (its scale: plate subsampling, ``poutine.scale``; its mask),
 .. math::
 
     \pi_D = h(z - c\, d / w), \qquad
-    \nabla_{\mathrm{logits}} = w\,(\pi - \pi_D).
+    \nabla_{\mathrm{logits}} = \frac{w}{c}\,(\pi - \pi_D),
+
+the gradient of :math:`\frac{w}{c} \mathrm{KL}(\pi_D \| \pi)` with the target
+held fixed. Unlike :class:`~pyro_ils.TraceILS_ELBO`, the ILS backward is divided
+by the step: ``c`` sets how far the target moves (a trust region on the
+simplex), not the size of the gradient, which stays on the scale of the loss
+and of the other terms (an analytic KL, the model's parameters).
 
 With the entropic map (``projection="mirror"``, the default here),
 :math:`\pi_D \propto \pi\, e^{-c\, d / w}`:
 
-* for small ``c``, :math:`\pi - \pi_D \approx c\, \pi \odot (d - \langle \pi, d
-  \rangle) / w`: ``c`` times the *local expectation gradient* (Titsias and
+* for small ``c``, :math:`\frac{w}{c} (\pi - \pi_D) \to \pi \odot (d - \langle
+  \pi, d \rangle)`: the *local expectation gradient* (Titsias and
   Lazaro-Gredilla, 2015), which is unbiased for a guide whose sites are
   independent given their parents (mean field), and exact when a site is the
   only draw its terms depend on;
@@ -174,16 +180,15 @@ def _max_plate_nesting(*traces) -> int:
 
 
 class TraceILSDiff_ELBO(Trace_ELBO):
-    __doc__ = (
-        """:class:`~pyro.infer.Trace_ELBO` whose discrete guide sites get the ILS gradient
+    r""":class:`~pyro.infer.Trace_ELBO` whose discrete guide sites get the ILS gradient
     built from exact discrete differences instead of ``dL/dz``.
 
     Every latent ``Categorical``, ``OneHotCategorical`` and ``Bernoulli`` guide
     site (also an ILS distribution, and inside ``Independent``, masked and
     expanded wrappers) is drawn exactly; the model and the guide are then run
     once more per site with the site's value replaced by its alternatives, and
-    the logits receive :math:`w (\\pi - \\pi_D)` with :math:`\\pi_D = h(z - c\\,
-    d / w)`. ``infer={"ils": False}`` leaves a site to the score-function
+    the logits receive :math:`\frac{w}{c} (\pi - \pi_D)` with :math:`\pi_D = h(z -
+    c\, d / w)`. ``infer={"ils": False}`` leaves a site to the score-function
     estimator of ``Trace_ELBO``; ``infer={"ils": {"step_size": c, "projection":
     h}}`` sets the options of one site.
 
@@ -196,16 +201,16 @@ class TraceILSDiff_ELBO(Trace_ELBO):
     :param str projection: ``"mirror"`` (default), ``"mirror_rms"``,
         ``"euclidean"`` or ``"normalize"``.
     :param bool analytic_kl: where the model's site has a registered KL with the
-        guide's (a matching categorical), use :math:`-\\mathrm{KL}(q \\| p)` for the
+        guide's (a matching categorical), use :math:`-\mathrm{KL}(q \| p)` for the
         site's own ``log p - log q`` and leave those terms out of ``d``
         (default ``True``).
     :param int max_plate_nesting: the number of batch dims to the right of the
         alternatives' dim (default: the largest found in the traces).
     :param elbo_kwargs: passed to :class:`~pyro.infer.Trace_ELBO`
         (``num_particles``, ...; ``vectorize_particles`` is not supported).
+
+    See :mod:`pyro_ils.ils_diff` for the math, the cost and the scope.
     """
-        + __doc__
-    )
 
     def __init__(
         self,
@@ -408,7 +413,10 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 None if all_supported else support,
                 logp,
             )
-        return {"target": target, "weight": weight, "support": support, "kl": kl}
+        # The gradient of KL(pi_D || pi) / c: c sets how far the target moves, not the
+        # size of the gradient (see the module docstring).
+        scaled = weight / options["step_size"]
+        return {"target": target, "weight": scaled, "support": support, "kl": kl}
 
     # -- the surrogate ------------------------------------------------------------
 
