@@ -115,7 +115,9 @@ def run(settings, parts, keys, device, log):
             e.key: {
                 "label": e.label,
                 "family": e.family,
-                "evals_per_step": e.evals,
+                "evals_per_step": e.evals
+                if not callable(e.evals)
+                else {name: e.cost(t) for name, t in tasks.items() if e.runs_on(t)},
                 "grid": {k: list(v) for k, v in e.grid.items()},
                 "default": e.default,
                 "stateful": e.stateful,

@@ -32,7 +32,15 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results", "estimators.json")
 PAGE = os.path.join(ROOT, "docs", "improving_ils.md")
 
 #: The ILS family: the original maps, the mean-start variants, the unbiased one.
-ILS_FAMILY = ("ils_euclidean", "ils_normalize", "ils_mirror", "ils_mirror_rms", "ils_cv")
+ILS_FAMILY = (
+    "ils_euclidean",
+    "ils_normalize",
+    "ils_mirror",
+    "ils_mirror_rms",
+    "ils_cv",
+    "ils_diff",
+    "ils_diff_post",
+)
 ORIGINAL = ("ils_euclidean", "ils_normalize")
 MOE_PEERS = ("st", "st_gumbel_kl", "st_gumbel_pyro", "gumbel_kl", "gumbel_density", "reinmax")
 RLOO = ("rloo2", "rloo4")
@@ -130,14 +138,33 @@ def goal_moe(data: dict) -> tuple[list[str], bool]:
     rloo_vals = {k: _at(task.results[k], task.metric, "evals", ils_evals) for k in task.have(RLOO)}
     rloo_vals = {k: v for k, v in rloo_vals.items() if v is not None}
     within = gap <= 0.01
-    beats_peer = task.better_or_equal(task.mean(ils), task.mean(peer))
+    # Equal objective evaluations: the peer runs one evaluation per step; an ILS member
+    # that evaluates more per step is read off its curve at the peer's total.
+    peer_entry = task.results[peer]
+    peer_evals = peer_entry["cost_per_step"] * peer_entry["runs"][0]["steps"]
+    at_peer = {
+        k: _at(task.results[k], task.metric, "evals", peer_evals) for k in task.have(ILS_FAMILY)
+    }
+    at_peer = {k: v for k, v in at_peer.items() if v is not None}
+    sign = 1 if task.higher else -1
+    eq = max(at_peer, key=lambda k: sign * at_peer[k]) if at_peer else None
+    beats_peer = eq is not None and task.better_or_equal(at_peer[eq], task.mean(peer))
     beats_rloo = all(task.better_or_equal(task.mean(ils), v) for v in rloo_vals.values())
     lines = [
         f"Best ILS-family estimator: {_label(data, ils)} ({_hp(ils_entry)}), final bound "
-        f"{task.cell(ils)}; exact gradient {task.cell('exact')}: a gap of "
-        f"{100 * gap:.1f}% of the exact bound (goal: 1%) - **{'met' if within else 'not met'}**.",
-        f"Best single-evaluation peer: {_label(data, peer)} ({_hp(task.results[peer])}), "
-        f"{task.cell(peer)} - ILS family {'at least as good' if beats_peer else 'behind'}.",
+        f"{task.cell(ils)} after {ils_evals} objective evaluations "
+        f"({ils_entry['cost_per_step']} per step); exact gradient {task.cell('exact')}: a gap "
+        f"of {100 * gap:.1f}% of the exact bound (goal: 1%) - "
+        f"**{'met' if within else 'not met'}**.",
+        f"Best single-evaluation peer: {_label(data, peer)} ({_hp(peer_entry)}), "
+        f"{task.cell(peer)} after {peer_evals} evaluations; the best ILS-family member after "
+        "the same number of evaluations: "
+        + (
+            f"{_label(data, eq)} ({_hp(task.results[eq])}) {fmt(at_peer[eq])}"
+            if eq is not None
+            else "none has a curve point there"
+        )
+        + f" - ILS family {'at least as good' if beats_peer else 'behind'} at equal evaluations.",
     ]
     for key, value in rloo_vals.items():
         lines.append(
@@ -244,9 +271,49 @@ def goal_robustness(data: dict) -> tuple[list[str], bool]:
         "its target does not change when the loss is multiplied by a constant (a mean "
         "instead of a sum; tested in `tests/test_ils_variants.py`); every ILS projection "
         "divides out plate subsampling and `poutine.scale` "
-        "(`tests/test_site_weight.py`).",
+        "(`tests/test_site_weight.py`); so does `TraceILSDiff_ELBO`, whose differences are "
+        "divided by the draw's weight (`tests/test_ils_diff.py`).",
     ]
     return lines, bool(same_everywhere)
+
+
+def diff_summary(data: dict) -> list[str]:
+    """What exact differences (ILS-diff) bought, and what they cost, per task."""
+    rows = []
+    for name in data["training"]:
+        task = Task(data, name)
+        if "ils_diff" not in task.results:
+            continue
+        entry = task.results["ils_diff"]
+        first_order = task.best([k for k in ILS_FAMILY if not k.startswith("ils_diff")])
+        exact = task.cell("exact") if "exact" in task.results else "not enumerable"
+        rows.append(
+            f"| `{name}` | {task.cell('ils_diff')} ({_hp(entry)}) | "
+            f"{entry['cost_per_step']} | {task.cell(first_order)} ({_label(data, first_order)}) "
+            f"| {exact} |"
+        )
+    if not rows:
+        return []
+    return [
+        "Exact differences (`TraceILSDiff_ELBO`, ILS-diff) take the first-order error of "
+        "`dL/dz` out of the target; at small `c` the gradient is the local expectation "
+        "gradient. Per task, against the best first-order member (training objective, "
+        "tuned) and at its cost in evaluations per step:",
+        "",
+        "| task | ILS-diff mirror | evals / step | best first-order ILS member | exact |",
+        "|:---|---:|---:|---:|---:|",
+        *rows,
+        "",
+        "It reached the exact optimum of the toy and the polynomial and is the best "
+        "ILS-family member on the small VAE at equal steps, where it also beat ReinMax's "
+        "held-out bound (goal 2), but it pays one evaluation per alternative and lost at "
+        "equal wall time there. On the large VAE, at one evaluation per latent and "
+        "category, it stayed behind the original method. On the mixture of experts its gate gradient is almost "
+        "exact (the gradient table of [estimators.md](estimators.md)), yet it ended behind "
+        "the first-order `mirror`: the experts still learn from the one drawn expert, and "
+        "the tuning seed (100 steps) separated its step sizes by less than the seed-to-seed "
+        "spread of the final bound.",
+    ]
 
 
 def default_decision(data: dict) -> list[str]:
@@ -270,8 +337,11 @@ def default_decision(data: dict) -> list[str]:
         + '; the package default stays the original method (`projection="euclidean"`, '
         "`step_size=1`), so that `ILSCategorical` and `TraceILS_ELBO` mean what the "
         'method states. The variants are options: `projection="mirror"` or '
-        '`"mirror_rms"` for `TraceILS_ELBO` and the `ILS*` distributions, and '
-        "`TraceILSCV_ELBO` for an unbiased estimator at two evaluations per step.",
+        '`"mirror_rms"` for `TraceILS_ELBO` and the `ILS*` distributions, '
+        "`TraceILSCV_ELBO` for an unbiased estimator at two evaluations per step, and "
+        "`TraceILSDiff_ELBO` (default `step_size=0.1`, the step it was tuned to on four of "
+        "the five tasks) where the model broadcasts over a site's alternatives and their "
+        "cost is affordable.",
     ]
     return lines
 
@@ -310,6 +380,14 @@ def render(data: dict) -> str:
         "* **ILS-CV** (`TraceILSCV_ELBO`), where measured: the first-order signal `g` of the "
         "other draws as a leave-one-out control variate of a score-function estimator: "
         "unbiased.",
+        "* **ILS-diff** (`TraceILSDiff_ELBO`): the target is built from the exact "
+        "differences `d_k = L(z_i = k) - L(z_i)` over every alternative of each draw (the "
+        "model and guide run once more per site, broadcast over the alternatives) instead "
+        "of the first-order `dL/dz`, with the entropic map. For small `c` its gradient is "
+        "`c` times the local expectation gradient (unbiased for a mean-field guide); at "
+        "`c = 1` without analytic KL (*no analytic KL* rows) the target is the draw's "
+        "conditional posterior. Cost: one evaluation per alternative (K per site, times "
+        "the latents one likelihood couples).",
         "",
         "## Final objective, every ILS variant (mean ± sd over seeds, tuned setting)",
         "",
@@ -334,10 +412,12 @@ def render(data: dict) -> str:
         "and on the small VAE it trained no better than the original. Dividing the step "
         "by the spread of `dL/dz` (`mirror_rms`) made it scale-free but did not remove the "
         "need to tune the step size. The unbiased member (`TraceILSCV_ELBO`) removed the "
-        "bias and was the best ILS-family member on the small VAE, at two evaluations per "
-        "step; on the proposal's toy, whose objective is far from linear in the draw, its "
-        "first-order control variate did worse than none (RLOO at the same two "
-        "evaluations; `dL/dz` there is of order 1e8 off the drawn category).",
+        "bias at two evaluations per step; on the proposal's toy, whose objective is far "
+        "from linear in the draw, its first-order control variate did worse than none "
+        "(RLOO at the same two evaluations; `dL/dz` there is of order 1e8 off the drawn "
+        "category).",
+        "",
+        *diff_summary(data),
         "",
         *default_decision(data),
         "",

@@ -12,7 +12,8 @@ use the one-hot values in matrix products, so that every estimator applies:
 * ``elbo(hp, task)``: the ELBO;
 * ``site_infer``: ``"enumerate"``, ``"avg_baseline"`` or ``"nvil"`` (infer options
   added to each guide site);
-* ``evals``: objective evaluations per step (RLOO with S samples: S);
+* ``evals``: objective evaluations per step (RLOO with S samples: S), or a function
+  of the task (ILS-diff: one plus the alternatives it evaluates);
 * ``grid``: the estimator's own hyper-parameter and its values (tuned together
   with the learning rate, see :mod:`.training`); ``default`` is used for the
   gradient-quality measurement.
@@ -40,7 +41,7 @@ from pyro.infer import (
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from pyro_ils import TraceILS_ELBO, TraceILSCV_ELBO
+from pyro_ils import TraceILS_ELBO, TraceILSCV_ELBO, TraceILSDiff_ELBO
 
 #: The learning rates every estimator is tuned over.
 LR_GRID = (0.003, 0.01, 0.03)
@@ -58,7 +59,7 @@ class Estimator:
     guide_dist: Callable | None = None
     model_dist: Callable | None = None
     site_infer: str | None = None
-    evals: int = 1
+    evals: int | Callable = 1  # or a function of the task
     grid: dict = field(default_factory=dict)
     default: dict = field(default_factory=dict)
     exact: bool = False
@@ -77,7 +78,9 @@ class Estimator:
 
     def cost(self, task) -> int:
         """Objective evaluations per step (the exact gradient: every joint value)."""
-        return task.num_configs if self.exact else self.evals
+        if self.exact:
+            return task.num_configs
+        return self.evals(task) if callable(self.evals) else self.evals
 
 
 REGISTRY: dict[str, Estimator] = {}
@@ -331,6 +334,49 @@ register(
 )
 
 
+#: Alternatives that TraceILSDiff_ELBO evaluates per step on each task: K per
+#: site, times the latents that one likelihood couples (see pyro_ils.ils_diff).
+DIFF_ALTERNATIVES = {
+    "toy": lambda task: task.K,
+    "poly": lambda task: 2,
+    "moe": lambda task: task.size["experts"],
+    "vae_small": lambda task: task.L * task.K,
+    "vae_large": lambda task: task.L * task.K,
+    "cost": lambda task: task.L * task.K,
+}
+
+
+def _diff_evals(task) -> int:
+    return 1 + DIFF_ALTERNATIVES[task.name](task)
+
+
+for _key, _label, _analytic, _what in (
+    ("ils_diff", "ILS-diff mirror", True, "analytic KL"),
+    (
+        "ils_diff_post",
+        "ILS-diff mirror, no analytic KL",
+        False,
+        "the site's own log p - log q in d (at step 1 the target is the conditional posterior)",
+    ),
+):
+    register(
+        Estimator(
+            _key,
+            _label,
+            "ILS",
+            lambda hp, task, a=_analytic: TraceILSDiff_ELBO(
+                step_size=hp["step_size"], projection="mirror", analytic_kl=a
+            ),
+            evals=_diff_evals,
+            grid={"step_size": ILS_STEPS},
+            default={"step_size": 1.0},
+            note="TraceILSDiff_ELBO: exact differences L(k) - L(z) over every alternative "
+            "in place of dL/dz (one more model run per site, K alternatives each), "
+            f"entropic map, {_what}",
+        )
+    )
+
+
 # -- estimators provided by pyro_ils.estimators (written alongside this benchmark) ----
 
 
@@ -449,6 +495,8 @@ ORDER = (
     "ils_mirror",
     "ils_mirror_rms",
     "ils_cv",
+    "ils_diff",
+    "ils_diff_post",
 )
 
 

@@ -44,6 +44,13 @@ def _fmt(x, d=2):
     return f"{x:.{d}f}"
 
 
+def _evals_cell(evals) -> str:
+    """Evaluations per step: a number, or one per task (``{task: n}``)."""
+    if isinstance(evals, dict):
+        return ", ".join(f"{task} {n}" for task, n in evals.items())
+    return str(evals)
+
+
 def _cell(text):
     """Text for a markdown table cell (a bare ``|`` would start a new column)."""
     return text.replace("|", "\\|")
@@ -724,7 +731,9 @@ def page(results, summary, json_path, imgs) -> str:
         "simplex; `reference` is the original code's incorrect gradient (toy and "
         "polynomial only, for comparison); `mirror` and `mirror_rms`, where present, take "
         "the step from `pi` with the entropic map (the mean-start variants of "
-        "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`).\n\n"
+        "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`). *ILS-diff* "
+        "rows (`TraceILSDiff_ELBO`) replace `g` by the exact differences `L(k) - L(z)` over "
+        "every alternative of each draw, at one evaluation per alternative.\n\n"
         "| estimator | family | evals / step | own grid | how |\n|:---|:---|---:|:---|:---|\n"
     )
     for key, e in results["estimators"].items():
@@ -734,7 +743,7 @@ def page(results, summary, json_path, imgs) -> str:
         where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
         out.append(
             f"| {e['label']} | {e['family']} "
-            f"| {e['evals_per_step'] if key != 'exact' else 'K^sites'} "
+            f"| {_evals_cell(e['evals_per_step']) if key != 'exact' else 'K^sites'} "
             f"| {grid or '-'} | {_cell(e['note'] + where)} |\n"
         )
     out.append(

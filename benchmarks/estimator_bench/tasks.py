@@ -370,12 +370,17 @@ class OneHotVAE(CategoricalVAE):
             if self.plate:
                 with pyro.plate("latents", self.latents, dim=-2):
                     zs = pyro.sample("z", dist.OneHotCategorical(logits=prior))
+                # zs: (..., L, B, K); the likelihood is outside the latents plate, so it
+                # keeps that dim as size 1 and dims left of the plates stay in place.
+                loglik = bernoulli_loglik(self.decode_onehot(zs.movedim(-3, 0)), x)
+                loglik = loglik.unsqueeze(-2)
             else:
                 zs = [
                     pyro.sample(f"z{l}", dist.OneHotCategorical(logits=prior))
                     for l in range(self.latents)
                 ]
-            pyro.factor("x", bernoulli_loglik(self.decode_onehot(zs), x))
+                loglik = bernoulli_loglik(self.decode_onehot(zs), x)
+            pyro.factor("x", loglik)
 
     def guide(self, x, num_data):
         pyro.module("vae", self)
