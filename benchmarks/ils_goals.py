@@ -308,11 +308,12 @@ def diff_summary(data: dict) -> list[str]:
         "ILS-family member on the small VAE at equal steps, where it also beat ReinMax's "
         "held-out bound (goal 2), but it pays one evaluation per alternative and lost at "
         "equal wall time there. On the large VAE, at one evaluation per latent and "
-        "category, it stayed behind the original method. On the mixture of experts its gate gradient is almost "
-        "exact (the gradient table of [estimators.md](estimators.md)), yet it ended behind "
-        "the first-order `mirror`: the experts still learn from the one drawn expert, and "
-        "the tuning seed (100 steps) separated its step sizes by less than the seed-to-seed "
-        "spread of the final bound.",
+        "category, it stayed behind the original method. On the mixture of experts its "
+        "gate gradient is almost exact (the gradient table of "
+        "[estimators.md](estimators.md)), yet it ended behind the first-order `mirror`: "
+        "the experts still learn from the one drawn expert, and the tuning seed "
+        "(100 steps) separated its step sizes by less than the seed-to-seed spread "
+        "of the final bound.",
     ]
 
 

@@ -24,6 +24,7 @@ FAMILY_COLORS = {
     "ILS": "tab:blue",
 }
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
+MARKERS = ["o", "s", "^", "D"]
 
 
 def _r(x, d=2):
@@ -279,12 +280,18 @@ def summarize(results) -> dict:
 
 
 def _style(results, key, index):
+    """Colour by family, line style by rank in the family; once the styles run out,
+    a marker as well, so that no two estimators share a look."""
     fam = results["estimators"][key]["family"]
-    return {
+    style = {
         "color": FAMILY_COLORS.get(fam, "grey"),
         "ls": LINESTYLES[index % len(LINESTYLES)],
         "lw": 2.2 if fam == "ILS" else 1.3,
     }
+    cycle = index // len(LINESTYLES)
+    if cycle:
+        style.update(marker=MARKERS[(cycle - 1) % len(MARKERS)], ms=5, markevery=0.1)
+    return style
 
 
 def _curves(entry, x, y):
@@ -446,8 +453,8 @@ def plot_cost(results, path):
             st = _style(results, key, fam_index.get(fam, 0))
             for row, metric in ((0, "median_ms"), (1, "peak_mib")):
                 (h,) = axes[row][col].plot(
-                    [p[0] for p in pts], [max(p[1][metric], 1e-3) for p in pts], marker="o",
-                    ms=3, **st,
+                    [p[0] for p in pts], [max(p[1][metric], 1e-3) for p in pts],
+                    **({"marker": "o", "ms": 3} | st),
                 )  # fmt: skip
                 handles[results["estimators"][key]["label"]] = h
         for row, ylab in (
