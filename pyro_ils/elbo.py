@@ -52,6 +52,32 @@ from .site_weight import particle_weight
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
 
 
+class LogRatio:
+    """``log p - log q`` of a pair of traces (Pyro's ``_compute_log_r``), computed once,
+    on first use."""
+
+    def __init__(self, model_trace, guide_trace):
+        self._traces, self._value = (model_trace, guide_trace), None
+
+    def __call__(self):
+        if self._value is None:
+            self._value = _compute_log_r(*self._traces)
+        return self._value
+
+
+def guide_site_surrogate(site, log_r: LogRatio):
+    """A guide site's term of :class:`~pyro.infer.Trace_ELBO`'s surrogate ELBO: minus
+    its entropy part, plus its score-function part times the plate-local ``log_r``."""
+    _, score_function_term, entropy_term = site["score_parts"]
+    surrogate = 0.0
+    if not is_identically_zero(entropy_term):
+        surrogate = surrogate - entropy_term.sum()
+    if not is_identically_zero(score_function_term):
+        site_log_r = log_r().sum_to(site["cond_indep_stack"])
+        surrogate = surrogate + (site_log_r * score_function_term).sum()
+    return surrogate
+
+
 class _ILSELBOMixin:
     #: The modes this ELBO supports; the first is its default.
     _guide_log_prob_modes: tuple[str, ...] = ("stl", "full")
@@ -120,7 +146,8 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
         if self.guide_log_prob != "analytic":
             return super()._differentiable_loss_particle(model_trace, guide_trace)
         kls = self._analytic_kls(model_trace, guide_trace)
-        elbo, surrogate, log_r = 0.0, 0.0, None
+        elbo, surrogate = 0.0, 0.0
+        log_r = LogRatio(model_trace, guide_trace)
         for name, site in model_trace.nodes.items():
             if site["type"] == "sample" and name not in kls:
                 elbo = elbo + torch_item(site["log_prob_sum"])
@@ -132,15 +159,8 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
                 elbo = elbo - torch_item(kls[name])
                 surrogate = surrogate - kls[name]
                 continue
-            _, score_function_term, entropy_term = site["score_parts"]
             elbo = elbo - torch_item(site["log_prob_sum"])
-            if not is_identically_zero(entropy_term):
-                surrogate = surrogate - entropy_term.sum()
-            if not is_identically_zero(score_function_term):
-                if log_r is None:
-                    log_r = _compute_log_r(model_trace, guide_trace)
-                site_log_r = log_r.sum_to(site["cond_indep_stack"])
-                surrogate = surrogate + (site_log_r * score_function_term).sum()
+            surrogate = surrogate + guide_site_surrogate(site, log_r)
         return -elbo, -surrogate
 
     def loss(self, model, guide, *args, **kwargs):

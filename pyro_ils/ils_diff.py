@@ -70,9 +70,8 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
-from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import torch_item
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -80,6 +79,7 @@ from pyro.util import check_site_shape
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from .elbo import LogRatio, guide_site_surrogate
 from .ils import finite
 from .options import check_options
 from .projections import intermediate_target
@@ -429,7 +429,8 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             if site["type"] == "sample" and _KEY in site
         }
         analytic = {name for name, r in routed.items() if r["kl"] is not None}
-        elbo, surrogate, log_r = 0.0, 0.0, None
+        elbo, surrogate = 0.0, 0.0
+        log_r = LogRatio(model_trace, guide_trace)
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -449,12 +450,5 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 cross = torch.where(r["support"], r["target"] * logp, torch.zeros_like(logp))
                 surrogate = surrogate + (r["weight"] * cross.sum(-1)).sum()
                 continue
-            _, score_function_term, entropy_term = site["score_parts"]
-            if not is_identically_zero(entropy_term):
-                surrogate = surrogate - entropy_term.sum()
-            if not is_identically_zero(score_function_term):
-                if log_r is None:
-                    log_r = _compute_log_r(model_trace, guide_trace)
-                site_log_r = log_r.sum_to(site["cond_indep_stack"])
-                surrogate = surrogate + (site_log_r * score_function_term).sum()
+            surrogate = surrogate + guide_site_surrogate(site, log_r)
         return -elbo, -surrogate
