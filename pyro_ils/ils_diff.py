@@ -64,6 +64,7 @@ enumerated sites), are handled as :class:`~pyro.infer.Trace_ELBO` handles them.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
@@ -142,6 +143,22 @@ def _view(base, value: Tensor) -> tuple[Tensor, Tensor, int]:
         index = value.long()
     logits = base.logits
     return index, logits.expand(index.shape + logits.shape[-1:]), logits.size(-1)
+
+
+class _SiteView(NamedTuple):
+    """One routed guide site as the differences, the target and the surrogate use it."""
+
+    base: object  #: the plain Categorical / OneHotCategorical / Bernoulli inside
+    reinterpreted: int  #: the number of ``.to_event`` dims
+    masks: list  #: ``(mask, reinterpreted dims inside it)`` of each masked wrapper
+    index: Tensor  #: the drawn categories
+    logp: Tensor  #: log-masses, ``index.shape + (K,)``, with the gradient path
+    num: int  #: ``K``
+
+    @classmethod
+    def of(cls, site) -> _SiteView:
+        base, reinterpreted, masks = _parts(site["fn"])
+        return cls(base, reinterpreted, masks, *_view(base, site["value"]))
 
 
 def _alternative_values(base, index: Tensor, value: Tensor, num: int, sel: Tensor) -> Tensor:
@@ -267,21 +284,22 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             if site["type"] != "sample" or _KEY not in site["infer"]:
                 continue
             kl = self._analytic(name, site, model_trace)
+            view = _SiteView.of(site)
             with torch.no_grad():
                 d = self._differences(
-                    name, site, model, guide, args, kwargs, model_trace, guide_trace, nesting, kl
-                )
-            site[_KEY] = self._target(site, d, kl)
+                    name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
+                    nesting, kl,
+                )  # fmt: skip
+            site[_KEY] = self._target(site, d, view, kl)
 
     # -- the differences ----------------------------------------------------------
 
     def _differences(
-        self, name, site, model, guide, args, kwargs, model_trace, guide_trace, nesting, kl
-    ) -> Tensor:
+        self, name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
+        nesting, kl,
+    ) -> Tensor:  # fmt: skip
         """``d[..., k] = L(z_i = k) - L(z_i)`` per element of the site's index."""
-        fn = site["fn"]
-        base, reinterpreted, _ = _parts(fn)
-        index, _, num = _view(base, site["value"])
+        base, reinterpreted, _, index, _, num = view
         batch_ndim = index.dim() - reinterpreted
         if batch_ndim > nesting:
             raise ValueError(
@@ -339,16 +357,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         coupled = [
             i for i in range(index.dim()) if i >= batch_ndim or (i - batch_ndim) not in split
         ]
-        sizes = [shape[i] for i in coupled]
-        blocks = math.prod(sizes)
-        ids = torch.arange(blocks, device=index.device).reshape(sizes) if sizes else None
         view = [shape[i] if i in coupled else 1 for i in range(index.dim())]
-        ids = (
-            torch.zeros(view, dtype=torch.long, device=index.device)
-            if ids is None
-            else ids.reshape(view)
-        )
-        ids = ids.expand(shape)
+        blocks = math.prod(view)
+        ids = torch.arange(blocks, device=index.device).reshape(view).expand(shape)
         return ids.unsqueeze(0) == torch.arange(blocks, device=index.device).view(
             (blocks,) + (1,) * index.dim()
         )
@@ -382,10 +393,10 @@ class TraceILSDiff_ELBO(Trace_ELBO):
 
     # -- the target ---------------------------------------------------------------
 
-    def _target(self, site, d: Tensor, kl) -> dict:
-        fn = site["fn"]
-        base, reinterpreted, masks = _parts(fn)
-        index, _, num = _view(base, site["value"])
+    def _target(self, site, d: Tensor, view: _SiteView, kl) -> dict:
+        """The target, the draw's weight divided by the step, the support and the KL;
+        ``logp`` (with its gradient path) is kept for the surrogate."""
+        _, reinterpreted, masks, index, logp, num = view
         options = site["infer"][_KEY]
         weight = torch.ones(index.shape, dtype=d.dtype, device=d.device)
         tail = (1,) * reinterpreted
@@ -400,8 +411,6 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             mask = torch.as_tensor(mask, device=d.device).to(d.dtype)
             weight = weight * mask.reshape(mask.shape + (1,) * inner)
         with torch.no_grad():
-            _, logp, _ = _view(base, site["value"])
-            logp = logp.detach()
             support = logp > -torch.inf
             g = finite(d) / torch.where(weight != 0, weight, torch.ones_like(weight)).unsqueeze(-1)
             g = g.masked_fill(~support, 0.0)
@@ -413,12 +422,12 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 options["step_size"],
                 options["projection"],
                 None if all_supported else support,
-                logp,
+                logp.detach(),
             )
         # The gradient of KL(pi_D || pi) / c: c sets how far the target moves, not the
         # size of the gradient (see the module docstring).
         scaled = weight / options["step_size"]
-        return {"target": target, "weight": scaled, "support": support, "kl": kl}
+        return {"target": target, "weight": scaled, "support": support, "kl": kl, "logp": logp}
 
     # -- the surrogate ------------------------------------------------------------
 
@@ -445,8 +454,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 r = routed[name]
                 if r["kl"] is not None:
                     surrogate = surrogate - r["kl"]
-                base, _, _ = _parts(site["fn"])
-                _, logp, _ = _view(base, site["value"])
+                logp = r["logp"]
                 cross = torch.where(r["support"], r["target"] * logp, torch.zeros_like(logp))
                 surrogate = surrogate + (r["weight"] * cross.sum(-1)).sum()
                 continue
