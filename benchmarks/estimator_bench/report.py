@@ -24,7 +24,7 @@ FAMILY_COLORS = {
     "ILS": "tab:blue",
 }
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
-MARKERS = ["o", "s", "^", "D"]
+MARKERS = ["s", "^", "D", "v"]  # not "o": the cost plot marks every line with it
 
 
 def _r(x, d=2):
@@ -294,6 +294,17 @@ def _style(results, key, index):
     return style
 
 
+def _styles(results) -> dict:
+    """One look per estimator for every panel of a figure: its rank in its family
+    is counted over all estimators, not over those a panel happens to show."""
+    fam_index, styles = {}, {}
+    for key, entry in results["estimators"].items():
+        fam = entry["family"]
+        fam_index[fam] = fam_index.get(fam, -1) + 1
+        styles[key] = _style(results, key, fam_index[fam])
+    return styles
+
+
 def _curves(entry, x, y):
     runs = [r for r in entry["runs"] if not r["failed"]]
     if not runs:
@@ -324,12 +335,10 @@ def plot_training(results, x, path, xlabel, logx=False):
     for ax in cells[len(tasks) :]:
         ax.axis("off")
     handles = {}
+    styles = _styles(results)
     for ax, task in zip(axes, tasks, strict=True):
         primary, hib = _primary(results, task)
-        fam_index = {}
         for key, entry in results["training"][task].items():
-            fam = results["estimators"][key]["family"]
-            fam_index[fam] = fam_index.get(fam, -1) + 1
             c = _curves(entry, x, primary)
             if c is None:
                 continue
@@ -338,7 +347,7 @@ def plot_training(results, x, path, xlabel, logx=False):
                 xs, m, lo, hi = xs[1:], m[1:], lo[1:], hi[1:]
             keep = [i for i, v in enumerate(m) if v is not None and lo[i] is not None]
             xs, m, lo, hi = ([a[i] for i in keep] for a in (xs, m, lo, hi))
-            st = _style(results, key, fam_index[fam])
+            st = styles[key]
             (h,) = ax.plot(xs, m, **st, label=results["estimators"][key]["label"])
             ax.fill_between(xs, lo, hi, color=st["color"], alpha=0.08)
             handles[results["estimators"][key]["label"]] = h
@@ -436,21 +445,18 @@ def plot_cost(results, path):
     rows = [r for r in results["cost"]["rows"] if not r.get("failed")]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     handles = {}
+    styles = _styles(results)
     for col, (sweep, xlab) in enumerate(
         (("K", "categories K (4 latent sites)"), ("L", "latent sites L (K = 8)"))
     ):
         xkey = "categories" if sweep == "K" else "latents"
-        fam_index = {}
         for key in results["estimators"]:
             pts = sorted(
                 (r[xkey], r) for r in rows if r["sweep"] == sweep and r["estimator"] == key
             )
             if not pts:
                 continue
-            fam = results["estimators"][key]["family"]
-            if col == 0:
-                fam_index[fam] = fam_index.get(fam, -1) + 1
-            st = _style(results, key, fam_index.get(fam, 0))
+            st = styles[key]
             for row, metric in ((0, "median_ms"), (1, "peak_mib")):
                 (h,) = axes[row][col].plot(
                     [p[0] for p in pts], [max(p[1][metric], 1e-3) for p in pts],
