@@ -82,7 +82,7 @@ from torch.distributions import kl_divergence
 
 from .elbo import LogRatio, guide_site_surrogate
 from .ils import finite
-from .options import check_options
+from .options import check_options, check_projection
 from .projections import intermediate_target
 from .routing import eligible, has_ils_version, site_options, to_plain
 
@@ -92,6 +92,21 @@ _BASE_TYPES = (dist.Categorical, dist.OneHotCategorical, dist.Bernoulli)
 #: The key under which a routed guide site keeps its options and, once computed,
 #: its target (in the site's ``infer`` dict and node).
 _KEY = "_ils_diff"
+
+
+def check_diff_options(step_size, projection) -> tuple[float, str]:
+    """The options of :class:`TraceILSDiff_ELBO`: those of ILS, except that
+    ``projection="reference"`` is refused and ``step_size=0`` (the small-step
+    limit) is allowed with ``projection="mirror"``."""
+    if projection == "reference":
+        raise ValueError("TraceILSDiff_ELBO does not support projection='reference'")
+    if isinstance(step_size, int | float) and not isinstance(step_size, bool) and step_size == 0:
+        if check_projection(projection) != "mirror":
+            raise ValueError(
+                f"step_size=0 (the small-step limit) needs projection='mirror', got {projection!r}"
+            )
+        return 0.0, projection
+    return check_options(step_size, projection)
 
 
 class _PlainDrawMessenger(Messenger):
@@ -107,7 +122,9 @@ class _PlainDrawMessenger(Messenger):
         if not eligible(msg) or not has_ils_version(msg["fn"]):
             return
         msg["fn"] = to_plain(msg["fn"])
-        enabled, step_size, projection = site_options(msg, self.step_size, self.projection)
+        enabled, step_size, projection = site_options(
+            msg, self.step_size, self.projection, check=check_diff_options
+        )
         if enabled:
             msg["infer"][_KEY] = {"step_size": step_size, "projection": projection}
 
@@ -236,12 +253,12 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         step_size: float = 0.1,
         projection: str = "mirror",
         analytic_kl: bool = True,
+        rao_blackwellize: bool = False,
         max_plate_nesting: int | None = None,
         **elbo_kwargs,
     ):
-        self.step_size, self.projection = check_options(step_size, projection)
-        if projection == "reference":
-            raise ValueError("TraceILSDiff_ELBO does not support projection='reference'")
+        self.step_size, self.projection = check_diff_options(step_size, projection)
+        self.rao_blackwellize = bool(rao_blackwellize)
         if elbo_kwargs.get("vectorize_particles"):
             raise NotImplementedError("TraceILSDiff_ELBO does not support vectorize_particles")
         self.analytic_kl = bool(analytic_kl)
@@ -285,20 +302,23 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 continue
             kl = self._analytic(name, site, model_trace)
             view = _SiteView.of(site)
-            with torch.no_grad():
-                d = self._differences(
+            with torch.set_grad_enabled(self.rao_blackwellize and torch.is_grad_enabled()):
+                d, averaged = self._differences(
                     name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
                     nesting, kl,
                 )  # fmt: skip
-            site[_KEY] = self._target(site, d, view, kl)
+            site[_KEY] = {**self._target(site, d, view, kl), "averaged": averaged}
 
     # -- the differences ----------------------------------------------------------
 
     def _differences(
         self, name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
         nesting, kl,
-    ) -> Tensor:  # fmt: skip
-        """``d[..., k] = L(z_i = k) - L(z_i)`` per element of the site's index."""
+    ) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
+        """``d[..., k] = L(z_i = k) - L(z_i)`` per element of the site's index (no
+        gradient), and, with ``rao_blackwellize``, each model term that depends on the
+        site averaged over its alternatives (with its gradient path; see
+        :meth:`_averaged`)."""
         base, reinterpreted, _, index, _, num = view
         batch_ndim = index.dim() - reinterpreted
         if batch_ndim > nesting:
@@ -333,20 +353,40 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                     check_site_shape(term, nesting)
 
         num_alt = alt.size(0)
+
+        def per_block(reduced: Tensor) -> Tensor:
+            # (C * K, 1.., kept plate dims) -> (C, K) + a shape that broadcasts with index
+            out = reduced.reshape((sel.size(0), num) + reduced.shape[1:])
+            out = out.reshape(out.shape[:2] + out.shape[2 + nesting - batch_ndim :])
+            return out.reshape(out.shape + (1,) * reinterpreted)
+
         total = torch.zeros((num_alt,) + (1,) * nesting, device=index.device)
+        averaged = {}
         for trace, sign in ((alt_guide, 1.0), (alt_model, -1.0)):
             for other, term in trace.nodes.items():
                 if not _is_term(term) or (kl is not None and other == name):
                     continue
                 reduced = self._reduce(term, name, num_alt, nesting, split)
-                if reduced is not None:
-                    total = total.to(reduced.dtype) + sign * reduced
-        # (C * K, 1.., kept plate dims) -> per element of the index: (K,) + index.shape
-        total = total.reshape((sel.size(0), num) + total.shape[1:])
-        total = total.reshape(total.shape[:2] + total.shape[2 + nesting - batch_ndim :])
-        total = total.reshape(total.shape + (1,) * reinterpreted)
-        per_element = (sel.unsqueeze(1) * total).sum(0).movedim(0, -1)
-        return per_element - per_element.gather(-1, index.unsqueeze(-1))
+                if reduced is None:
+                    continue
+                total = total.to(reduced.dtype) + sign * reduced.detach()
+                if sign < 0 and self.rao_blackwellize and reduced.requires_grad:
+                    averaged[other] = self._averaged(per_block(reduced), sel, view.logp)
+        per_element = (sel.unsqueeze(1) * per_block(total)).sum(0).movedim(0, -1)
+        return per_element - per_element.gather(-1, index.unsqueeze(-1)), averaged
+
+    @staticmethod
+    def _averaged(term: Tensor, sel: Tensor, logp: Tensor) -> Tensor:
+        r"""A model term's log-probability averaged over the site's alternatives:
+        :math:`\frac1C \sum_c \sum_k q(z_{c} = k)\, \log p_{\mathrm{term}}(z_{c} = k,
+        z_{-c})`, with ``term`` of shape ``(C, K) + ...`` (summed over its coupled
+        dims) and ``q`` the guide's masses held fixed. For each block ``c`` the sum
+        over ``k`` is the conditional expectation of the term given the other draws,
+        so the average is an unbiased, lower-variance stand-in for the term at the
+        draw (Rao-Blackwellization) for the gradient of everything but ``q``."""
+        q = logp.detach().exp().movedim(-1, 0)  # (K,) + index.shape
+        weighted = (sel.unsqueeze(1) * q.unsqueeze(0)).to(term.dtype) * term
+        return weighted.sum() / sel.size(0)
 
     @staticmethod
     def _selector(index: Tensor, batch_ndim: int, split: set[int]) -> Tensor:
@@ -416,6 +456,18 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             g = g.masked_fill(~support, 0.0)
             z = F.one_hot(index, num).to(d.dtype)
             all_supported = bool(support.all())
+            if options["step_size"] == 0:
+                # The small-step limit of (pi - pi_D) / c: pi * (g - <pi, g>), entered as
+                # a zero-sum "target" t whose surrogate t . log pi has the gradient t.
+                pi = logp.detach().exp().masked_fill(~support, 0.0)
+                target = -pi * (g - (pi * g).sum(-1, keepdim=True))
+                return {
+                    "target": target,
+                    "weight": weight,
+                    "support": support,
+                    "kl": kl,
+                    "logp": logp,
+                }
             target = intermediate_target(
                 z,
                 g,
@@ -438,13 +490,23 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             if site["type"] == "sample" and _KEY in site
         }
         analytic = {name for name, r in routed.items() if r["kl"] is not None}
+        averaged: dict[str, list[Tensor]] = {}
+        for r in routed.values():
+            for term, value in r["averaged"].items():
+                averaged.setdefault(term, []).append(value)
         elbo, surrogate = 0.0, 0.0
         log_r = LogRatio(model_trace, guide_trace)
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample":
                 continue
             elbo = elbo + torch_item(site["log_prob_sum"])
-            if name not in analytic:
+            if name in analytic:
+                continue
+            if name in averaged:
+                # Rao-Blackwellized: the mean of the term's averages over each routed
+                # site it depends on (each one unbiased for the term at the draw).
+                surrogate = surrogate + sum(averaged[name]) / len(averaged[name])
+            else:
                 surrogate = surrogate + site["log_prob_sum"]
         for name, site in guide_trace.nodes.items():
             if site["type"] != "sample":

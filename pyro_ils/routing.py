@@ -116,8 +116,9 @@ def has_ils_version(fn) -> bool:
     return True
 
 
-def site_options(msg, step_size, projection):
-    """``(enabled, step_size, projection)`` for a site, after its ``infer`` options."""
+def site_options(msg, step_size, projection, check=check_options):
+    """``(enabled, step_size, projection)`` for a site, after its ``infer`` options
+    (validated by ``check``)."""
     ils = msg["infer"].get("ils", True)
     if ils is False:
         return False, None, None
@@ -128,7 +129,7 @@ def site_options(msg, step_size, projection):
                 f"site {msg['name']!r}: unknown keys {sorted(unknown)} in infer['ils'] "
                 f"(allowed: {sorted(_SITE_KEYS)})"
             )
-        step_size, projection = check_options(
+        step_size, projection = check(
             ils.get("step_size", step_size), ils.get("projection", projection)
         )
     elif ils is not True:

@@ -252,7 +252,7 @@ def test_bad_options():
     with pytest.raises(ValueError):
         TraceILSDiff_ELBO(projection="reference")
     with pytest.raises(ValueError):
-        TraceILSDiff_ELBO(step_size=0.0)
+        TraceILSDiff_ELBO(step_size=-0.1)
     with pytest.raises(NotImplementedError):
         TraceILSDiff_ELBO(vectorize_particles=True, num_particles=2)
 

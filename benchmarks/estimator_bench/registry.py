@@ -377,6 +377,36 @@ for _key, _label, _analytic, _what in (
     )
 
 
+register(
+    Estimator(
+        "ils_diff_rb",
+        "ILS-diff mirror, Rao-Blackwellized",
+        "ILS",
+        lambda hp, task: TraceILSDiff_ELBO(
+            step_size=hp["step_size"], projection="mirror", rao_blackwellize=True
+        ),
+        evals=_diff_evals,
+        grid={"step_size": ILS_STEPS},
+        default={"step_size": 0.1},
+        note="TraceILSDiff_ELBO(rao_blackwellize=True): ILS-diff whose model terms are "
+        "averaged over the alternatives already evaluated (the model's parameters learn "
+        "from every alternative, weighted by q), analytic KL",
+    )
+)
+register(
+    Estimator(
+        "ils_diff_rb0",
+        "ILS-diff limit, Rao-Blackwellized",
+        "ILS",
+        lambda hp, task: TraceILSDiff_ELBO(step_size=0, rao_blackwellize=True),
+        evals=_diff_evals,
+        note="TraceILSDiff_ELBO(step_size=0, rao_blackwellize=True): the small-step limit "
+        "(the local expectation gradient; no step size to tune) with Rao-Blackwellized "
+        "model terms, analytic KL",
+    )
+)
+
+
 # -- estimators provided by pyro_ils.estimators (written alongside this benchmark) ----
 
 
@@ -497,6 +527,8 @@ ORDER = (
     "ils_cv",
     "ils_diff",
     "ils_diff_post",
+    "ils_diff_rb",
+    "ils_diff_rb0",
 )
 
 
