@@ -231,6 +231,11 @@ def main(argv=None):
     )
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--estimators", nargs="+", default=None, help="registry keys")
+    parser.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="no tuning: every estimator at the middle learning rate and its default",
+    )
     parser.add_argument("--cuda", action="store_true", help="cost measurements on the GPU")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
@@ -253,6 +258,8 @@ def main(argv=None):
     else:
         device = torch.device("cuda" if args.cuda else "cpu")
         settings = quick_settings() if args.quick else copy.deepcopy(FULL)
+        if args.no_tune:
+            settings["training"]["tune"] = False
         env = common.run_environment(device)
         t0 = time.perf_counter()
         results = run(settings, args.parts, args.estimators, device, log=tqdm.write)

@@ -85,7 +85,7 @@ def test_without_rao_blackwellization_the_model_gradient_is_random():
     want = _grads(
         TraceEnum_ELBO(max_plate_nesting=1), mixture_model, config_enumerate(mixture_guide)
     )
-    elbo = TraceILSDiff_ELBO(step_size=0)
+    elbo = TraceILSDiff_ELBO(step_size=0, rao_blackwellize=False)
     got = torch.stack([_grads(elbo, mixture_model, mixture_guide, seed=s) for s in range(3)])
     assert not torch.allclose(got[0], want)
     assert not torch.allclose(got[0], got[1])
@@ -99,6 +99,11 @@ def test_step_zero_is_the_limit_of_small_steps():
     torch.testing.assert_close(zero, small, atol=1e-5, rtol=1e-5)
 
 
+def test_defaults_are_the_rao_blackwellized_limit():
+    elbo = TraceILSDiff_ELBO()
+    assert elbo.step_size == 0 and elbo.rao_blackwellize and elbo.projection == "mirror"
+
+
 def test_per_site_step_zero():
     def guide():
         logits = pyro.param("logits", lambda: _randn(N, K, seed=4))
@@ -106,7 +111,7 @@ def test_per_site_step_zero():
             pyro.sample("z", dist.Categorical(logits=logits), infer={"ils": {"step_size": 0}})
 
     want = _grads(TraceILSDiff_ELBO(step_size=0), mixture_model, mixture_guide)
-    torch.testing.assert_close(_grads(TraceILSDiff_ELBO(), mixture_model, guide), want)
+    torch.testing.assert_close(_grads(TraceILSDiff_ELBO(step_size=1.0), mixture_model, guide), want)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +184,7 @@ def test_coupled_rao_blackwellized_gradient_is_unbiased_with_less_variance(analy
     want = _exact_coupled()
     kw = {"step_size": 0, "analytic_kl": analytic_kl}
     rb = TraceILSDiff_ELBO(rao_blackwellize=True, **kw)
-    plain = TraceILSDiff_ELBO(**kw)
+    plain = TraceILSDiff_ELBO(rao_blackwellize=False, **kw)
     draws = {
         name: torch.stack(
             [_grads(e, coupled_model, coupled_guide, COUPLED_NAMES, seed=s) for s in range(400)]
@@ -194,3 +199,71 @@ def test_coupled_rao_blackwellized_gradient_is_unbiased_with_less_variance(analy
     var_plain = draws["plain"][:, model_part].var(0).sum()
     assert var_rb < 0.5 * var_plain, (var_rb, var_plain)
     assert var_rb > 0  # still random: the other draws are sampled
+
+
+# -- the loss's scale: the limit has no step, its gradient follows the loss ----------
+
+
+def test_limit_gradient_is_equivariant_to_the_loss_scale():
+    """A mean instead of a sum (any constant factor on the loss) multiplies every
+    gradient, the discrete sites' included, by that factor: with a scale-free
+    optimizer (Adam) training is unchanged, and there is no step size to retune."""
+    elbo = TraceILSDiff_ELBO(step_size=0, rao_blackwellize=True)
+    plain = _grads(elbo, mixture_model, mixture_guide)
+    scaled = _grads(
+        elbo, poutine.scale(mixture_model, 1 / N), poutine.scale(mixture_guide, 1 / N)
+    )
+    torch.testing.assert_close(scaled, plain / N)
+
+
+def test_limit_gradient_over_subsamples_averages_to_the_full_data_gradient():
+    """Plate subsampling: over every subsample of size 2 the Rao-Blackwellized limit
+    (deterministic per subsample here) averages to the exact full-data gradient."""
+    data = _randn(4, seed=7)
+
+    def model(idx):
+        locs = pyro.param("locs", lambda: _randn(K, seed=1))
+        prior = pyro.param("prior", lambda: _randn(K, seed=2))
+        with pyro.plate("data", 4, subsample=idx):
+            z = pyro.sample("z", dist.Categorical(logits=prior))
+            pyro.sample("x", dist.Normal(locs[z], 1.0), obs=data[idx])
+
+    def guide(idx):
+        logits = pyro.param("logits", lambda: _randn(4, K, seed=4))
+        with pyro.plate("data", 4, subsample=idx):
+            pyro.sample("z", dist.Categorical(logits=logits[idx]))
+
+    def grads(elbo, m, g, idx):
+        return _grads(elbo, lambda: m(idx), lambda: g(idx))
+
+    full = torch.arange(4)
+    want = grads(TraceEnum_ELBO(max_plate_nesting=1), model, config_enumerate(guide), full)
+    elbo = TraceILSDiff_ELBO(step_size=0, rao_blackwellize=True)
+    subsets = [torch.tensor(s) for s in itertools.combinations(range(4), 2)]
+    got = torch.stack([grads(elbo, model, guide, idx) for idx in subsets]).mean(0)
+    torch.testing.assert_close(got, want)
+    # Each subsample alone is not the full gradient: the average has something to do.
+    assert not torch.allclose(grads(elbo, model, guide, subsets[0]), want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rao_blackwellized_limit_is_the_enumeration_gradient():
+    data = DATA.cuda()
+
+    def model():
+        locs = pyro.param("locs", lambda: _randn(K, seed=1).cuda())
+        prior = pyro.param("prior", lambda: _randn(K, seed=2).cuda())
+        with pyro.plate("data", N):
+            z = pyro.sample("z", dist.Categorical(logits=prior))
+            pyro.sample("x", dist.Normal(locs[z], 1.0), obs=data)
+
+    def guide():
+        logits = pyro.param("logits", lambda: _randn(N, K, seed=4).cuda())
+        with pyro.plate("data", N):
+            pyro.sample("z", dist.Categorical(logits=logits))
+
+    want = _grads(TraceEnum_ELBO(max_plate_nesting=1), model, config_enumerate(guide))
+    got = _grads(TraceILSDiff_ELBO(), model, guide)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got, want)

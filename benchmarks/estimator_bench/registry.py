@@ -365,7 +365,10 @@ for _key, _label, _analytic, _what in (
             _label,
             "ILS",
             lambda hp, task, a=_analytic: TraceILSDiff_ELBO(
-                step_size=hp["step_size"], projection="mirror", analytic_kl=a
+                step_size=hp["step_size"],
+                projection="mirror",
+                analytic_kl=a,
+                rao_blackwellize=False,
             ),
             evals=_diff_evals,
             grid={"step_size": ILS_STEPS},

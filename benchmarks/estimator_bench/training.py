@@ -132,6 +132,8 @@ def tune_and_train(task, est, settings, bar=None, log=print):
                 tried({**best, "lr": lr})
         ok = [t for t in tuning if t["score"] is not None]
         best = max(ok, key=lambda t: t["score"])["hp"] if ok else first[0]
+    elif est.default:
+        best = {"lr": mid, **est.default}
     else:
         best = first[len(first) // 2] if est.hyper else first[0]
     runs = []
