@@ -180,9 +180,25 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
         f"Best ILS-family member {equal['estimators'][best_ils]['label']} "
         f"{fmt(statistics.fmean(finals[best_ils]))} against the best peer "
         f"{equal['estimators'][best_peer]['label']} {fmt(statistics.fmean(finals[best_peer]))}"
-        f" - ILS family {'at least as good' if ok else 'behind'} at this budget.",
+        f" - ILS family {'at least as good' if ok else 'behind'} at this budget"
+        + _within_spread(finals[best_ils], finals[best_peer])
+        + ".",
     ]
     return lines, ok
+
+
+def _within_spread(a: list[float], b: list[float]) -> str:
+    """A note when two means differ by less than the seed-to-seed spread of either."""
+    if len(a) < 2 or len(b) < 2:
+        return ""
+    diff = abs(statistics.fmean(a) - statistics.fmean(b))
+    spread = max(statistics.stdev(a), statistics.stdev(b))
+    if diff >= spread:
+        return ""
+    return (
+        f", by {fmt(diff)}: less than the seed-to-seed spread (sd up to {fmt(spread)}), "
+        "so not a difference these seeds can tell"
+    )
 
 
 def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:

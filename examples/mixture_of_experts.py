@@ -107,7 +107,7 @@ from torch.distributions import constraints
 from tqdm import tqdm
 
 import pyro_ils
-from pyro_ils import TraceILS_ELBO
+from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from posterior_summary import summarize_posterior  # noqa: E402
@@ -207,6 +207,8 @@ def make_loss(name, args):
         )
     if name == "reinforce":
         return TraceGraph_ELBO()
+    if name == "ils-diff":
+        return TraceILSDiff_ELBO()  # the limit step_size=0, Rao-Blackwellized
     if name == "exact":
         return TraceEnum_ELBO(max_plate_nesting=1)
     raise ValueError(name)
@@ -218,6 +220,10 @@ def train(name, seed, args, data, device):
     pyro.set_rng_seed(seed)
     moe = MixtureOfExperts(args.experts, args.hidden, gate_init_scale=args.gate_init_scale)
     moe = moe.to(device)
+    # The experts' parameters are made here, from the seed, so that every estimator
+    # starts from the same ones (made lazily, they would depend on how many random
+    # numbers the guide's draw took first).
+    moe.expert_params(device)
     guide = moe.guide
     if name == "exact":
         guide = pyro.infer.config_enumerate(moe.guide, "parallel", expand=True)
@@ -360,8 +366,8 @@ def main(argv=None):
     parser.add_argument("--projection", default=pyro_ils.DEFAULT_PROJECTION)
     parser.add_argument("--guide-log-prob", default="full", choices=["full", "stl", "analytic"])
     parser.add_argument(
-        "--estimators", nargs="+", default=["ils", "reinforce", "exact"],
-        choices=["ils", "reinforce", "exact"],
+        "--estimators", nargs="+", default=["ils", "ils-diff", "reinforce", "exact"],
+        choices=["ils", "ils-diff", "reinforce", "exact"],
     )  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=1000, help="Predictive draws")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (small tensors)")

@@ -155,6 +155,43 @@ class _PlainDrawMessenger(Messenger):
             msg["infer"][_KEY] = {"step_size": step_size, "projection": projection}
 
 
+class _SubsampleRecorder(Messenger):
+    """Keep the indices that each subsampling plate drew. ``Trace_ELBO`` prunes the
+    subsample sites from its traces; without them, the runs over the alternatives
+    would draw a fresh minibatch."""
+
+    def __init__(self):
+        super().__init__()
+        self.nodes: dict[str, dict] = {}
+
+    def _pyro_post_sample(self, msg) -> None:
+        if isinstance(msg["fn"], _Subsample):
+            self.nodes[msg["name"]] = {
+                "type": "sample",
+                "name": msg["name"],
+                "value": msg["value"],
+                "is_observed": False,
+                "infer": {},
+                "fn": msg["fn"],
+                "args": msg["args"],
+                "kwargs": msg["kwargs"],
+                "scale": msg["scale"],
+                "mask": msg["mask"],
+                "cond_indep_stack": msg["cond_indep_stack"],
+                "done": True,
+                "stop": False,
+                "continuation": None,
+            }
+
+
+def _with_subsamples(trace, recorder: _SubsampleRecorder):
+    """A copy of ``trace`` with the recorded subsample sites put back, for replay."""
+    trace = trace.copy()
+    for name, node in recorder.nodes.items():
+        trace.nodes.setdefault(name, node)
+    return trace
+
+
 def _parts(fn):
     """``(base, reinterpreted, masks)``: the plain categorical distribution inside
     the wrappers, the number of ``.to_event`` dims, and each mask with the number
@@ -300,8 +337,11 @@ class TraceILSDiff_ELBO(Trace_ELBO):
     # -- traces -------------------------------------------------------------------
 
     def _get_trace(self, model, guide, args, kwargs):
+        self._subsamples = _SubsampleRecorder()
         guide = _PlainDrawMessenger(self.step_size, self.projection)(guide)
-        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        model_trace, guide_trace = super()._get_trace(
+            self._subsamples(model), self._subsamples(guide), args, kwargs
+        )
         if not getattr(self, "_values_only", False):
             self._attach_targets(model, guide, args, kwargs, model_trace, guide_trace)
         return model_trace, guide_trace
@@ -367,15 +407,16 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         alt = _alternative_values(base, index, site["value"], num, sel)
         alt = alt.reshape(alt.shape[:1] + (1,) * (nesting - batch_ndim) + alt.shape[1:])
 
-        replaced = guide_trace.copy()
+        # The same minibatch as the draw's: the subsample sites are put back.
+        replaced = _with_subsamples(guide_trace, self._subsamples)
         replaced.nodes[name] = {**site, "value": alt}
         with poutine.block():
             alt_guide = poutine.trace(poutine.replay(guide, trace=replaced)).get_trace(
                 *args, **kwargs
             )
-            alt_model = poutine.trace(poutine.replay(model, trace=alt_guide)).get_trace(
-                *args, **kwargs
-            )
+            alt_model = poutine.trace(
+                poutine.replay(model, trace=_with_subsamples(alt_guide, self._subsamples))
+            ).get_trace(*args, **kwargs)
         for trace in (alt_guide, alt_model):
             trace.compute_log_prob()
             for term in trace.nodes.values():

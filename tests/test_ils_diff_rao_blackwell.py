@@ -210,9 +210,7 @@ def test_limit_gradient_is_equivariant_to_the_loss_scale():
     optimizer (Adam) training is unchanged, and there is no step size to retune."""
     elbo = TraceILSDiff_ELBO(step_size=0, rao_blackwellize=True)
     plain = _grads(elbo, mixture_model, mixture_guide)
-    scaled = _grads(
-        elbo, poutine.scale(mixture_model, 1 / N), poutine.scale(mixture_guide, 1 / N)
-    )
+    scaled = _grads(elbo, poutine.scale(mixture_model, 1 / N), poutine.scale(mixture_guide, 1 / N))
     torch.testing.assert_close(scaled, plain / N)
 
 
@@ -267,3 +265,30 @@ def test_cuda_rao_blackwellized_limit_is_the_enumeration_gradient():
     got = _grads(TraceILSDiff_ELBO(), model, guide)
     assert got.device.type == "cuda"
     torch.testing.assert_close(got, want)
+
+
+def test_random_minibatch_is_the_draws_minibatch():
+    """A plate with ``subsample_size`` draws its indices at random; the runs over the
+    alternatives must use the draw's minibatch (``Trace_ELBO`` prunes the subsample
+    sites from its traces: replayed from them, a fresh minibatch was drawn). Against
+    ``TraceEnum_ELBO`` on the same minibatch (the same seed draws the same indices)."""
+    data = _randn(8, seed=9)
+
+    def model():
+        locs = pyro.param("locs", lambda: _randn(K, seed=1))
+        prior = pyro.param("prior", lambda: _randn(K, seed=2))
+        with pyro.plate("data", 8, subsample_size=3) as idx:
+            z = pyro.sample("z", dist.Categorical(logits=prior))
+            pyro.sample("x", dist.Normal(locs[z], 1.0), obs=data[idx])
+
+    def guide():
+        logits = pyro.param("logits", lambda: _randn(8, K, seed=4))
+        with pyro.plate("data", 8, subsample_size=3) as idx:
+            pyro.sample("z", dist.Categorical(logits=logits[idx]))
+
+    for seed in range(3):
+        want = _grads(
+            TraceEnum_ELBO(max_plate_nesting=1), model, config_enumerate(guide), seed=seed
+        )
+        got = _grads(TraceILSDiff_ELBO(), model, guide, seed=seed)
+        torch.testing.assert_close(got, want)

@@ -1,0 +1,28 @@
+"""benchmarks/moe_equal_evals.py at its smoke size: every estimator gets the same
+budget of objective evaluations (steps = budget / evaluations per step)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_equal_evaluation_budget(tmp_path):
+    out = tmp_path / "eq.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/moe_equal_evals.py", "--quick", "--out", str(out),
+         "--estimators", "exact", "st", "rloo2", "ils_diff_rb0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    budget = result["budget"]
+    assert result["ils"] == "ils_diff_rb0" and budget == 5 * result["ils_steps"]
+    for row in result["estimators"].values():
+        assert row["steps"] == budget // row["evals_per_step"]
+        for run in row["runs"]:
+            assert run["failed"] is None
+            assert run["curve"][-1]["evals"] == row["steps"] * row["evals_per_step"] <= budget
+    assert result["estimators"]["st"]["steps"] == budget  # one evaluation per step
