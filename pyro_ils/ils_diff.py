@@ -276,6 +276,64 @@ def _max_plate_nesting(*traces) -> int:
     return nesting
 
 
+def _selector(index: Tensor, batch_ndim: int, split: set[int]) -> Tensor:
+    """``sel[c]``: the elements of the index in coupled block ``c``; boolean, shape
+    ``(C,) + index.shape``. Elements that differ only in split plate dims share a
+    block (they are changed together)."""
+    shape = index.shape
+    coupled = [i for i in range(index.dim()) if i >= batch_ndim or (i - batch_ndim) not in split]
+    view = [shape[i] if i in coupled else 1 for i in range(index.dim())]
+    blocks = math.prod(view)
+    ids = torch.arange(blocks, device=index.device).reshape(view).expand(shape)
+    return ids.unsqueeze(0) == torch.arange(blocks, device=index.device).view(
+        (blocks,) + (1,) * index.dim()
+    )
+
+
+class _Plan:
+    """One routed site's share of the run over the alternatives: its view, its
+    alternatives (``num_alt`` rows from ``start``), the plates that split its terms,
+    and the names of the terms that can depend on it (those after it)."""
+
+    def __init__(self, name, site, kl, view, split, sel, alt, guide_scope, model_scope):
+        self.name, self.site, self.kl, self.view = name, site, kl, view
+        self.split, self.sel, self.alt = split, sel, alt
+        self.guide_scope, self.model_scope = guide_scope, model_scope
+        self.num_alt = alt.size(0)
+        self.start = 0
+
+    @classmethod
+    def of(cls, name, site, kl, nesting, guide_trace, model_trace) -> _Plan:
+        view = _SiteView.of(site)
+        batch_ndim = view.index.dim() - view.reinterpreted
+        if batch_ndim > nesting:
+            raise ValueError(
+                f"site {name!r} has {batch_ndim} batch dims but max_plate_nesting={nesting}"
+            )
+        guide_later = _later_sites(guide_trace, name)
+        model_later = _later_sites(model_trace, name)
+        split = {
+            dim
+            for dim, plate in _frames(site).items()
+            if all(plate in _frames(s).values() for s in guide_later + model_later)
+        }
+        sel = _selector(view.index, batch_ndim, split)
+        alt = _alternative_values(view.base, view.index, site["value"], view.num, sel)
+        alt = alt.reshape(alt.shape[:1] + (1,) * (nesting - batch_ndim) + alt.shape[1:])
+        guide_scope = {s["name"] for s in guide_later} | {name}
+        model_scope = {s["name"] for s in model_later} | {name}
+        return cls(name, site, kl, view, split, sel, alt, guide_scope, model_scope)
+
+    def stacked(self, rows: int) -> Tensor:
+        """The site's value in the joint run: its alternatives in its own rows, the
+        draw in every other site's rows."""
+        value, alt = self.site["value"], self.alt
+        drawn = value.reshape((1,) * (alt.dim() - value.dim()) + value.shape)
+        before = drawn.expand((self.start,) + alt.shape[1:])
+        after = drawn.expand((rows - self.start - self.num_alt,) + alt.shape[1:])
+        return torch.cat([before, alt, after], 0)
+
+
 class TraceILSDiff_ELBO(Trace_ELBO):
     r""":class:`~pyro.infer.Trace_ELBO` whose discrete guide sites get the ILS gradient
     built from exact discrete differences instead of ``dL/dz``.
@@ -369,47 +427,41 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         nesting = self._nesting
         if nesting is None:
             nesting = _max_plate_nesting(model_trace, guide_trace)
+        sites = []
         for name, site in list(guide_trace.nodes.items()):
             if site["type"] != "sample" or _KEY not in site["infer"]:
                 continue
             kl = self._analytic(name, site, model_trace)
-            view = _SiteView.of(site)
-            with torch.set_grad_enabled(self.rao_blackwellize and torch.is_grad_enabled()):
-                d, averaged = self._differences(
-                    name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
-                    nesting, kl,
-                )  # fmt: skip
-            site[_KEY] = {**self._target(site, d, view, kl), "averaged": averaged}
+            sites.append(_Plan.of(name, site, kl, nesting, guide_trace, model_trace))
+        if not sites:
+            return
+        with torch.set_grad_enabled(self.rao_blackwellize and torch.is_grad_enabled()):
+            results = self._differences(sites, model, guide, args, kwargs, guide_trace, nesting)
+        for plan, (d, averaged) in zip(sites, results, strict=True):
+            target = self._target(plan.site, d, plan.view, plan.kl)
+            plan.site[_KEY] = {**target, "averaged": averaged}
 
     # -- the differences ----------------------------------------------------------
 
     def _differences(
-        self, name, site, view, model, guide, args, kwargs, model_trace, guide_trace,
-        nesting, kl,
-    ) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
-        """``d[..., k] = L(z_i = k) - L(z_i)`` per element of the site's index (no
-        gradient), and, with ``rao_blackwellize``, each model term that depends on the
-        site averaged over its alternatives (with its gradient path; see
-        :meth:`_averaged`)."""
-        base, reinterpreted, _, index, _, num = view
-        batch_ndim = index.dim() - reinterpreted
-        if batch_ndim > nesting:
-            raise ValueError(
-                f"site {name!r} has {batch_ndim} batch dims but max_plate_nesting={nesting}"
-            )
-        later = _later_sites(guide_trace, name) + _later_sites(model_trace, name)
-        split = {
-            dim
-            for dim, plate in _frames(site).items()
-            if all(plate in _frames(s).values() for s in later)
-        }
-        sel = self._selector(index, batch_ndim, split)
-        alt = _alternative_values(base, index, site["value"], num, sel)
-        alt = alt.reshape(alt.shape[:1] + (1,) * (nesting - batch_ndim) + alt.shape[1:])
+        self, plans, model, guide, args, kwargs, guide_trace, nesting
+    ) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """Per routed site, ``d[..., k] = L(z_i = k) - L(z_i)`` per element of its
+        index (no gradient), and, with ``rao_blackwellize``, each model term that
+        depends on it averaged over its alternatives (with its gradient path; see
+        :meth:`_averaged`).
 
+        The alternatives of every site are stacked along one dim: rows
+        ``plan.start : plan.start + M`` hold the site's ``M`` alternatives while every
+        other site keeps its draw, so that one run of the guide and one of the model
+        serve all sites."""
+        rows = 0
+        for plan in plans:
+            plan.start, rows = rows, rows + plan.num_alt
         # The same minibatch as the draw's: the subsample sites are put back.
         replaced = _with_subsamples(guide_trace, self._subsamples)
-        replaced.nodes[name] = {**site, "value": alt}
+        for plan in plans:
+            replaced.nodes[plan.name] = {**plan.site, "value": plan.stacked(rows)}
         with poutine.block():
             alt_guide = poutine.trace(poutine.replay(guide, trace=replaced)).get_trace(
                 *args, **kwargs
@@ -424,29 +476,68 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                     # Every term must broadcast over the alternatives' dim, as
                     # for parallel enumeration; this raises where it does not.
                     check_site_shape(term, nesting)
+        return [self._site_differences(plan, alt_guide, alt_model, rows, nesting) for plan in plans]
 
-        num_alt = alt.size(0)
+    def _site_differences(self, plan, alt_guide, alt_model, rows, nesting):
+        index, num, sel = plan.view.index, plan.view.num, plan.sel
+        batch_ndim = index.dim() - plan.view.reinterpreted
 
         def per_block(reduced: Tensor) -> Tensor:
             # (C * K, 1.., kept plate dims) -> (C, K) + a shape that broadcasts with index
             out = reduced.reshape((sel.size(0), num) + reduced.shape[1:])
             out = out.reshape(out.shape[:2] + out.shape[2 + nesting - batch_ndim :])
-            return out.reshape(out.shape + (1,) * reinterpreted)
+            return out.reshape(out.shape + (1,) * plan.view.reinterpreted)
 
-        total = torch.zeros((num_alt,) + (1,) * nesting, device=index.device)
+        total = torch.zeros((plan.num_alt,) + (1,) * nesting, device=index.device)
         averaged = {}
-        for trace, sign in ((alt_guide, 1.0), (alt_model, -1.0)):
+        for trace, sign, scope in (
+            (alt_guide, 1.0, plan.guide_scope),
+            (alt_model, -1.0, plan.model_scope),
+        ):
             for other, term in trace.nodes.items():
-                if not _is_term(term) or (kl is not None and other == name):
+                if other not in scope or not _is_term(term):
                     continue
-                reduced = self._reduce(term, name, num_alt, nesting, split)
+                if plan.kl is not None and other == plan.name:
+                    continue
+                reduced = self._reduce(term, plan, rows, nesting)
                 if reduced is None:
                     continue
-                total = total.to(reduced.dtype) + sign * reduced.detach()
+                fixed = reduced.detach()
+                total = total.to(fixed.dtype) + sign * fixed
                 if sign < 0 and self.rao_blackwellize and reduced.requires_grad:
-                    averaged[other] = self._averaged(per_block(reduced), sel, view.logp)
+                    if bool((fixed == fixed[:1]).all()):
+                        continue  # the same for every alternative: nothing to average
+                    averaged[other] = self._averaged(per_block(reduced), sel, plan.view.logp)
         per_element = (sel.unsqueeze(1) * per_block(total)).sum(0).movedim(0, -1)
         return per_element - per_element.gather(-1, index.unsqueeze(-1)), averaged
+
+    @staticmethod
+    def _reduce(term, plan, rows, nesting) -> Tensor | None:
+        """A term's log-probability at the site's alternatives, summed over every dim
+        but the alternatives' and the site's split plates: ``(M,) + (1 or plate size,)
+        * nesting``; ``None`` when it depends on no site's alternatives."""
+        log_prob = term["log_prob"]
+        if not isinstance(log_prob, Tensor) or log_prob.dim() <= nesting:
+            return None
+        if log_prob.dim() > nesting + 1:
+            raise ValueError(
+                f"site {term['name']!r} has a log-probability of shape {tuple(log_prob.shape)}: "
+                f"more dims than max_plate_nesting={nesting} + 1"
+            )
+        if log_prob.size(0) != rows:
+            return None
+        log_prob = log_prob[plan.start : plan.start + plan.num_alt]
+        frames = _frames(term)
+        for dim in range(-nesting, 0):
+            if dim in plan.split:
+                if dim not in frames:
+                    raise ValueError(
+                        f"site {term['name']!r} depends on {plan.name!r} but is outside its "
+                        f"plate at dim {dim}; pass a larger max_plate_nesting or check the plates"
+                    )
+                continue
+            log_prob = log_prob.sum(dim, keepdim=True)
+        return log_prob
 
     @staticmethod
     def _averaged(term: Tensor, sel: Tensor, logp: Tensor) -> Tensor:
@@ -460,49 +551,6 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         q = logp.detach().exp().movedim(-1, 0)  # (K,) + index.shape
         weighted = (sel.unsqueeze(1) * q.unsqueeze(0)).to(term.dtype) * term
         return weighted.sum() / sel.size(0)
-
-    @staticmethod
-    def _selector(index: Tensor, batch_ndim: int, split: set[int]) -> Tensor:
-        """``sel[c]``: the elements of the index in coupled block ``c``; boolean,
-        shape ``(C,) + index.shape``. Elements that differ only in split plate dims
-        share a block (they are changed together)."""
-        shape = index.shape
-        coupled = [
-            i for i in range(index.dim()) if i >= batch_ndim or (i - batch_ndim) not in split
-        ]
-        view = [shape[i] if i in coupled else 1 for i in range(index.dim())]
-        blocks = math.prod(view)
-        ids = torch.arange(blocks, device=index.device).reshape(view).expand(shape)
-        return ids.unsqueeze(0) == torch.arange(blocks, device=index.device).view(
-            (blocks,) + (1,) * index.dim()
-        )
-
-    @staticmethod
-    def _reduce(term, name, num_alt, nesting, split) -> Tensor:
-        """A term's log-probability summed over every dim but the alternatives' and
-        the site's split plates: ``(M,) + (1 or plate size,) * nesting``; ``None``
-        when it does not depend on the site."""
-        log_prob = term["log_prob"]
-        if not isinstance(log_prob, Tensor) or log_prob.dim() <= nesting:
-            return None
-        if log_prob.dim() > nesting + 1:
-            raise ValueError(
-                f"site {term['name']!r} has a log-probability of shape {tuple(log_prob.shape)}: "
-                f"more dims than max_plate_nesting={nesting} + 1"
-            )
-        if log_prob.size(0) != num_alt:
-            return None
-        frames = _frames(term)
-        for dim in range(-nesting, 0):
-            if dim in split:
-                if dim not in frames:
-                    raise ValueError(
-                        f"site {term['name']!r} depends on {name!r} but is outside its plate "
-                        f"at dim {dim}; pass a larger max_plate_nesting or check the plates"
-                    )
-                continue
-            log_prob = log_prob.sum(dim, keepdim=True)
-        return log_prob
 
     # -- the target ---------------------------------------------------------------
 
