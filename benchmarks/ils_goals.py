@@ -602,7 +602,7 @@ def render(data: dict, equal: dict | None = None, untuned: dict | None = None) -
         "unbiased.",
         "* **ILS-diff** (`TraceILSDiff_ELBO`): the target is built from the exact "
         "differences `d_k = L(z_i = k) - L(z_i)` over every alternative of each draw (the "
-        "model and guide run once more per site, broadcast over the alternatives) instead "
+        "model and guide run once more, broadcast over the alternatives) instead "
         "of the first-order `dL/dz`, with the entropic map. For small `c` its gradient is "
         "`c` times the local expectation gradient (unbiased for a mean-field guide); at "
         "`c = 1` without analytic KL (*no analytic KL* rows) the target is the draw's "

@@ -64,8 +64,10 @@ gradient is then the exact (enumerated) gradient, at ``K + 1`` model runs per st
 where ``TraceEnum_ELBO`` needs ``K``. It costs the backward pass through the
 alternatives' runs, which the differences alone do not need.
 
-**Cost.** One extra run of the guide and the model per ILS site and step, on
-``M`` alternatives along a new dimension left of every plate: ``M = K`` where
+**Cost.** One extra run of the guide and the model per step, on the
+alternatives of every routed site stacked along a new dimension left of every
+plate (a site's own rows hold its alternatives while the other sites keep their
+draws): ``M`` rows per site, ``M = K`` where
 every term that depends on the site lies in all of the site's plates (for
 example a per-data-point latent with its own likelihood), and ``M = C K`` where
 ``C`` is the number of the site's elements that the terms couple (for example
@@ -341,7 +343,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
     Every latent ``Categorical``, ``OneHotCategorical`` and ``Bernoulli`` guide
     site (also an ILS distribution, and inside ``Independent``, masked and
     expanded wrappers) is drawn exactly; the model and the guide are then run
-    once more per site with the site's value replaced by its alternatives, and
+    once more, over every site's alternatives at once, and
     the logits receive :math:`\frac{w}{c} (\pi - \pi_D)` with :math:`\pi_D = h(z -
     c\, d / w)`. ``infer={"ils": False}`` leaves a site to the score-function
     estimator of ``Trace_ELBO``; ``infer={"ils": {"step_size": c, "projection":
