@@ -87,6 +87,8 @@ whose later sites depend on this one, the result is therefore not the local
 expectation gradient of the ELBO. Continuous reparameterized sites, and discrete
 sites that are not routed (other distributions, ``infer={"ils": False}``,
 enumerated sites), are handled as :class:`~pyro.infer.Trace_ELBO` handles them.
+A plate that subsamples at random (``subsample_size``) keeps the draw's minibatch
+in the run over the alternatives.
 """
 
 from __future__ import annotations
