@@ -242,7 +242,21 @@ def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:
             if eq is not None
             else "none has a curve point there"
         )
-        + f" - ILS family {'at least as good' if beats_peer else 'behind'} at this budget.",
+        + f" - ILS family {'at least as good' if beats_peer else 'behind'} at this budget"
+        + (
+            _within_spread(
+                [
+                    v
+                    for r in task.results[eq]["runs"]
+                    if not r.get("failed")
+                    and (v := _curve_value(r, task.metric, "evals", peer_evals)) is not None
+                ],
+                _final(peer_entry, task.metric),
+            )
+            if eq is not None
+            else ""
+        )
+        + ".",
     ]
     for key, value in rloo_vals.items():
         lines.append(
