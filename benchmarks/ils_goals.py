@@ -76,10 +76,21 @@ def _curve_value(run: dict, metric: str, axis: str, limit: float) -> float | Non
     return points[-1][metric] if points else None
 
 
-def _at(entry: dict, metric: str, axis: str, limit: float) -> float | None:
+def _values_at(entry: dict, metric: str, axis: str, limit: float) -> list[float]:
+    """Each run's metric at its last curve point with ``axis`` <= ``limit``."""
     values = [_curve_value(r, metric, axis, limit) for r in entry["runs"] if not r.get("failed")]
-    values = [v for v in values if v is not None]
+    return [v for v in values if v is not None]
+
+
+def _at(entry: dict, metric: str, axis: str, limit: float) -> float | None:
+    values = _values_at(entry, metric, axis, limit)
     return statistics.fmean(values) if values else None
+
+
+def _spread_cell(values: list[float]) -> str:
+    """``mean ± sd`` over seeds (sd 0 for a single run)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt(statistics.fmean(values))} ± {fmt(sd)}"
 
 
 class Task:
@@ -99,10 +110,6 @@ class Task:
     def mean(self, key: str, metric: str | None = None) -> float:
         return statistics.fmean(_final(self.results[key], metric or self.metric))
 
-    def sd(self, key: str, metric: str | None = None) -> float:
-        values = _final(self.results[key], metric or self.metric)
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
     def best(self, keys, metric: str | None = None) -> str:
         sign = 1 if self.higher else -1
         return max(self.have(keys), key=lambda k: sign * self.mean(k, metric))
@@ -111,7 +118,7 @@ class Task:
         return a >= b if self.higher else a <= b
 
     def cell(self, key: str, metric: str | None = None) -> str:
-        return f"{fmt(self.mean(key, metric))} ± {fmt(self.sd(key, metric))}"
+        return _spread_cell(_final(self.results[key], metric or self.metric))
 
 
 def family_table(data: dict) -> list[str]:
@@ -152,10 +159,7 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
     best_peer = max(peers, key=lambda k: statistics.fmean(finals[k]))
 
     def cell(key):
-        v = finals[key]
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        row = equal["estimators"][key]
-        return f"{fmt(statistics.fmean(v))} ± {fmt(sd)} ({row['steps']} steps)"
+        return f"{_spread_cell(finals[key])} ({equal['estimators'][key]['steps']} steps)"
 
     ok = statistics.fmean(finals[best_ils]) >= statistics.fmean(finals[best_peer])
     env = equal["environment"]
@@ -245,12 +249,7 @@ def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:
         + f" - ILS family {'at least as good' if beats_peer else 'behind'} at this budget"
         + (
             _within_spread(
-                [
-                    v
-                    for r in task.results[eq]["runs"]
-                    if not r.get("failed")
-                    and (v := _curve_value(r, task.metric, "evals", peer_evals)) is not None
-                ],
+                _values_at(task.results[eq], task.metric, "evals", peer_evals),
                 _final(peer_entry, task.metric),
             )
             if eq is not None
@@ -381,9 +380,7 @@ def _untuned_table(data: dict, untuned: dict | None) -> list[str]:
         arrow = "↑" if task.higher else "↓"
         cells = []
         for key in keys:
-            values = _final(per[key], task.metric)
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{fmt(statistics.fmean(values))} ± {fmt(sd)} ({_hp(per[key])})")
+            cells.append(f"{_spread_cell(_final(per[key], task.metric))} ({_hp(per[key])})")
         best = task.best(ILS_FAMILY)
         exact = task.cell("exact") if "exact" in task.results else "not enumerable"
         lines.append(

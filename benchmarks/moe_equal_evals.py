@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from estimator_bench import common, registry, training  # noqa: E402
+from estimator_bench import common, registry, report, training  # noqa: E402
 from estimator_bench.tasks import make_tasks  # noqa: E402
 from estimators import FULL  # noqa: E402
 
@@ -90,11 +90,10 @@ def plot(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     styles = ["-", "--", ":", "-."]
     for i, (key, row) in enumerate(results["estimators"].items()):
-        runs = [r for r in row["runs"] if not r["failed"]]
-        if not runs:
+        curves = report._curves(row, "evals", "bound")
+        if curves is None:
             continue
-        evals = [p["evals"] for p in runs[0]["curve"]]
-        mean = [sum(r["curve"][j]["bound"] for r in runs) / len(runs) for j in range(len(evals))]
+        evals, mean = curves[:2]
         family = registry.REGISTRY[key].family
         width = 2.2 if family == "ILS" else 1.2
         ax.plot(evals, mean, styles[i % 4], lw=width, label=f"{row['label']}")

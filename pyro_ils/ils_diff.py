@@ -170,22 +170,7 @@ class _SubsampleRecorder(Messenger):
 
     def _pyro_post_sample(self, msg) -> None:
         if isinstance(msg["fn"], _Subsample):
-            self.nodes[msg["name"]] = {
-                "type": "sample",
-                "name": msg["name"],
-                "value": msg["value"],
-                "is_observed": False,
-                "infer": {},
-                "fn": msg["fn"],
-                "args": msg["args"],
-                "kwargs": msg["kwargs"],
-                "scale": msg["scale"],
-                "mask": msg["mask"],
-                "cond_indep_stack": msg["cond_indep_stack"],
-                "done": True,
-                "stop": False,
-                "continuation": None,
-            }
+            self.nodes[msg["name"]] = msg.copy()  # as poutine.trace keeps a site
 
 
 def _with_subsamples(trace, recorder: _SubsampleRecorder):
@@ -431,17 +416,17 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         nesting = self._nesting
         if nesting is None:
             nesting = _max_plate_nesting(model_trace, guide_trace)
-        sites = []
+        plans = []
         for name, site in list(guide_trace.nodes.items()):
             if site["type"] != "sample" or _KEY not in site["infer"]:
                 continue
             kl = self._analytic(name, site, model_trace)
-            sites.append(_Plan.of(name, site, kl, nesting, guide_trace, model_trace))
-        if not sites:
+            plans.append(_Plan.of(name, site, kl, nesting, guide_trace, model_trace))
+        if not plans:
             return
         with torch.set_grad_enabled(self.rao_blackwellize and torch.is_grad_enabled()):
-            results = self._differences(sites, model, guide, args, kwargs, guide_trace, nesting)
-        for plan, (d, averaged) in zip(sites, results, strict=True):
+            results = self._differences(plans, model, guide, args, kwargs, guide_trace, nesting)
+        for plan, (d, averaged) in zip(plans, results, strict=True):
             target = self._target(plan.site, d, plan.view, plan.kl)
             plan.site[_KEY] = {**target, "averaged": averaged}
 
@@ -586,24 +571,18 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 # a zero-sum "target" t whose surrogate t . log pi has the gradient t.
                 pi = logp.detach().exp().masked_fill(~support, 0.0)
                 target = -pi * (g - (pi * g).sum(-1, keepdim=True))
-                return {
-                    "target": target,
-                    "weight": weight,
-                    "support": support,
-                    "kl": kl,
-                    "logp": logp,
-                }
-            target = intermediate_target(
-                z,
-                g,
-                options["step_size"],
-                options["projection"],
-                None if all_supported else support,
-                logp.detach(),
-            )
+            else:
+                target = intermediate_target(
+                    z,
+                    g,
+                    options["step_size"],
+                    options["projection"],
+                    None if all_supported else support,
+                    logp.detach(),
+                )
         # The gradient of KL(pi_D || pi) / c: c sets how far the target moves, not the
-        # size of the gradient (see the module docstring).
-        scaled = weight / options["step_size"]
+        # size of the gradient (see the module docstring); the limit is not divided.
+        scaled = weight / (options["step_size"] or 1.0)
         return {"target": target, "weight": scaled, "support": support, "kl": kl, "logp": logp}
 
     # -- the surrogate ------------------------------------------------------------
