@@ -374,7 +374,11 @@ def plot_training(results, x, path, xlabel, logx=False):
                 ax.set_ylim(top - 3 * max(1e-3, top - sorted(ys)[len(ys) // 4]) - 0.5, top + 0.2)
     legend_ax = cells[len(tasks)] if len(cells) > len(tasks) else None
     if legend_ax is not None:
-        legend_ax.legend(list(handles.values()), list(handles), loc="center", fontsize=8)
+        # One column while it fits the cell, two beyond (the ILS variants made it long).
+        ncol = 1 if len(handles) <= 18 else 2
+        legend_ax.legend(
+            list(handles.values()), list(handles), loc="center", fontsize=8 - ncol, ncol=ncol
+        )
     else:
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8)
     fig.suptitle(
