@@ -11,7 +11,9 @@ run on ``seeds`` fresh seeds for ``steps`` steps. Adam throughout.
 A run records, at ``evals`` evenly spaced points, the step, the objective
 evaluations so far (steps x the estimator's cost per step), the training wall time
 so far (evaluation excluded), the task's exact (or sampled) objective, and the mean
-of the sampled loss since the previous point.
+of the sampled loss since the previous point. A run with a time budget
+(``seconds``) stops at the first step at which its training time reaches the budget,
+and spaces its points evenly in training time instead of steps.
 """
 
 from __future__ import annotations
@@ -27,18 +29,47 @@ from .common import finite
 from .registry import LR_GRID, prepare
 
 
-def run(task, est, hp, seed, steps, n_points, final=False):
+class _Schedule:
+    """When a run records a point and when it stops: at ``n_points + 1`` evenly
+    spaced steps of ``steps``; or, with a time budget ``seconds``, whenever the
+    training time passes one of ``n_points + 1`` evenly spaced times, stopping at the
+    first step at which it reaches the budget (``steps`` is then only a cap)."""
+
+    def __init__(self, steps: int, n_points: int, seconds: float | None = None):
+        self.steps, self.seconds = steps, seconds
+        if seconds is None:
+            self.marks = sorted({round(i * steps / n_points) for i in range(n_points + 1)})
+        else:
+            self.marks = [i * seconds / n_points for i in range(n_points + 1)]
+        self.next = 0
+
+    def done(self, step: int, train_seconds: float) -> bool:
+        return step == self.steps or (self.seconds is not None and train_seconds >= self.seconds)
+
+    def due(self, step: int, train_seconds: float) -> bool:
+        if self.seconds is None:
+            return step in self.marks
+        passed = self.next
+        while self.next < len(self.marks) and train_seconds >= self.marks[self.next]:
+            self.next += 1
+        return self.next > passed or self.done(step, train_seconds)
+
+
+def run(task, est, hp, seed, steps, n_points, final=False, seconds=None):
+    """One training run of ``steps`` steps (or of ``seconds`` of training time, at
+    most ``steps`` steps) at the setting ``hp``; the final metrics with ``final``."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     task.reset(seed)
     model, guide, elbo = prepare(est, task, hp)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": hp["lr"]}), loss=elbo)
     gen = torch.Generator().manual_seed(seed)
-    marks = sorted({round(i * steps / n_points) for i in range(n_points + 1)})
+    schedule = _Schedule(steps, n_points, seconds)
     curve, losses, train_seconds, failed = [], [], 0.0, None
     cost = est.cost(task)
-    for step in range(steps + 1):
-        if step in marks:
+    step = 0
+    while True:
+        if schedule.due(step, train_seconds):
             with torch.no_grad():
                 metrics = task.evaluate()
             point = {
@@ -53,7 +84,7 @@ def run(task, est, hp, seed, steps, n_points, final=False):
             if point.get(task.primary) is None:
                 failed = failed or "non-finite objective"
                 break
-        if step == steps:
+        if schedule.done(step, train_seconds):
             break
         args = task.train_args(gen)
         t0 = time.perf_counter()
@@ -67,6 +98,7 @@ def run(task, est, hp, seed, steps, n_points, final=False):
             failed = "non-finite loss"
             break
         losses.append(loss / task.loss_scale)
+        step += 1
     result = {
         "seed": seed,
         "hp": hp,

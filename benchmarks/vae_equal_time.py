@@ -1,0 +1,200 @@
+"""Categorical VAEs at an equal budget of training wall time.
+
+The estimator benchmark trains every estimator for the same number of *steps*;
+an estimator that costs more per step (ILS-diff evaluates the model on every
+alternative of every draw) then also trains for longer. This script gives every
+estimator the same *training time* instead, measured back to back in one process
+on one CPU thread: the reference (``--reference``, by default the best
+single-evaluation peer of the benchmark on the task's held-out bound) first runs
+the benchmark's steps, and the mean of its training times over the seeds is the
+budget; every other estimator then trains, at the setting the benchmark tuned for
+it (``benchmarks/results/estimators.json``), until its training time reaches that
+budget (evaluation excluded; every estimator first runs a few untimed steps, so
+that no run pays the process's one-time costs). Seeds 0-4, the benchmark's ``vae_small`` and
+``vae_large`` tasks; at the end, the held-out importance-sampled bound (100
+samples per test image, higher is better)::
+
+    python benchmarks/vae_equal_time.py            # ~15 min on one CPU thread
+    python benchmarks/vae_equal_time.py --quick    # smoke size
+
+Wall time depends on the machine and on what else runs on it; the JSON records the
+machine, and the numbers hold for it. Writes ``benchmarks/results/vae_equal_time.json``
+(read by ``benchmarks/ils_goals.py`` for goal 2 of ``docs/improving_ils.md``) and
+``docs/img/vae_equal_time.png`` (training ELBO against training time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from estimator_bench import common, registry, report, training  # noqa: E402
+from estimator_bench.tasks import make_tasks  # noqa: E402
+from estimators import FULL  # noqa: E402
+
+OUT = common.RESULTS / "vae_equal_time.json"
+PLOT = common.IMG / "vae_equal_time.png"
+TASKS = ("vae_small", "vae_large")
+#: The single-evaluation peers of goal 2 (issue 5).
+PEERS = ("st", "st_gumbel_kl", "st_gumbel_pyro", "gumbel_kl", "gumbel_density", "reinmax")
+#: The ILS family.
+ILS = (
+    "ils_euclidean",
+    "ils_normalize",
+    "ils_mirror",
+    "ils_mirror_rms",
+    "ils_cv",
+    "ils_diff",
+    "ils_diff_post",
+    "ils_diff_rb",
+    "ils_diff_rb0",
+)
+#: A run stops at the budget or at this many times the benchmark's steps.
+STEP_CAP = 20
+#: Untimed steps of every estimator before the timed runs.
+WARM_UP = 5
+
+
+def best_peer(tuned: dict) -> str:
+    """The single-evaluation peer with the best mean held-out bound at equal steps."""
+    have = [k for k in PEERS if k in tuned]
+    return max(have, key=lambda k: statistics.fmean(_finals(tuned[k]["runs"])))
+
+
+def _finals(runs, metric="test_is_bound") -> list[float]:
+    return [r["final"][metric] for r in runs if not r["failed"] and r["final"].get(metric)]
+
+
+def equal_time(task, tuned: dict, keys, reference: str, seeds, steps, points, bar=None):
+    """The reference's ``steps``-step runs set the budget (their mean training time);
+    every other estimator of ``keys`` then trains for that long."""
+    rows = {}
+
+    def runs_of(key, seconds):
+        est = registry.REGISTRY[key]
+        hp = tuned[key]["best"]
+        cap = steps if seconds is None else STEP_CAP * steps
+        runs = []
+        for seed in seeds:
+            runs.append(training.run(task, est, hp, seed, cap, points, True, seconds))
+            if bar is not None:
+                bar.update()
+        rows[key] = {"label": est.label, "hp": hp, "evals_per_step": est.cost(task), "runs": runs}
+
+    # One-time costs (first calls into torch, Pyro and each ELBO) are paid before
+    # any run is timed: the budget is the reference's steady-state training time.
+    for key in {reference, *keys}:
+        training.run(task, registry.REGISTRY[key], tuned[key]["best"], seeds[0], WARM_UP, 1)
+    runs_of(reference, None)
+    budget = statistics.fmean(r["train_seconds"] for r in rows[reference]["runs"])
+    for key in keys:
+        if key != reference:
+            runs_of(key, budget)
+    for row in rows.values():
+        row["steps"] = [r["curve"][-1]["step"] for r in row["runs"]]
+    return {"reference": reference, "budget_seconds": budget, "estimators": rows}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["tasks"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.6), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for ax, name in zip(axes[0], names, strict=True):
+        part = results["tasks"][name]
+        for i, (key, row) in enumerate(part["estimators"].items()):
+            curves = report._curves(row, "seconds", "train_elbo")
+            if curves is None:
+                continue
+            seconds, mean = curves[:2]
+            width = 2.2 if key in ILS else 1.2
+            ax.plot(seconds, mean, styles[i % 4], lw=width, label=row["label"])
+        ax.axvline(part["budget_seconds"], color="0.5", lw=0.8)
+        ax.set_xlabel("training time, s (one CPU thread)")
+        ax.set_ylabel("training ELBO per image (mean over seeds)")
+        ax.set_title(f"{name}: equal wall time ({part['budget_seconds']:.2f} s)")
+        ax.set_ylim(bottom=-30)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6.5, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke size (JSON to --out only)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--tuned", type=Path, default=common.RESULTS / "estimators.json")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--reference", default=None, help="default: the best peer per task")
+    parser.add_argument("--estimators", nargs="+", default=list(PEERS + ILS))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)
+    tuned_all = json.loads(args.tuned.read_text())["training"]
+    seeds = [0] if args.quick else FULL["training"]["seeds"]
+    points = 3 if args.quick else 10
+    env = common.run_environment(torch.device("cpu"))
+    t0 = time.perf_counter()
+    results = {"tasks": {}}
+    for name in args.tasks:
+        tuned = tuned_all.get(name, {})
+        keys = [k for k in args.estimators if k in tuned]
+        missing = sorted(set(args.estimators) - set(keys))
+        if missing:
+            print(f"{name}: not in the benchmark's results, left out: {missing}")
+        reference = args.reference or best_peer(tuned)
+        if reference not in tuned:
+            parser.error(f"{name}: reference {reference!r} not in the benchmark's results")
+        size = dict(FULL["tasks"][name])
+        if args.quick:
+            size.update(is_samples=5, eval_images=50)
+        task = make_tasks({name: size})[name]
+        steps = 10 if args.quick else FULL["training"]["steps"][name]
+        total = len(set(keys) | {reference}) * len(seeds)
+        with tqdm(total=total, desc=f"{name} equal time") as bar:
+            part = equal_time(task, tuned, keys, reference, seeds, steps, points, bar)
+        part["reference_steps"] = steps
+        results["tasks"][name] = part
+    results.update(
+        seeds=seeds,
+        threads=args.threads,
+        seconds=time.perf_counter() - t0,
+        quick=args.quick,
+        environment=common.finish_environment(env),
+        command="python benchmarks/vae_equal_time.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+    )
+    out = args.out or (Path("/tmp/vae_equal_time_quick.json") if args.quick else OUT)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out} ({results['seconds']:.0f} s)")
+    if not args.quick:
+        plot(results, PLOT)
+        print(f"wrote {common.rel(PLOT)}")
+    for name, part in results["tasks"].items():
+        print(f"{name}: budget {part['budget_seconds']:.2f} s (reference {part['reference']})")
+        for row in part["estimators"].values():
+            mean, sd = common.mean_sd(_finals(row["runs"]))
+            steps = statistics.fmean(row["steps"])
+            print(f"  {row['label']:45s} steps {steps:7.1f}  held-out {mean:.3f} ± {sd:.3f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
