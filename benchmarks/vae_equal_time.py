@@ -106,31 +106,44 @@ def equal_time(task, tuned: dict, keys, reference: str, seeds, steps, points, ba
 
 
 def plot(results: dict, path: Path) -> None:
+    """Training ELBO against training time, one panel per task; one look per estimator
+    across the panels (ILS family solid and thick, the peers dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results["tasks"])
-    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.6), squeeze=False)
-    styles = ["-", "--", ":", "-."]
+    present = {k for part in results["tasks"].values() for k in part["estimators"]}
+    keys = [k for k in PEERS + ILS if k in present]
+    colors = plt.get_cmap("tab20")
+    look = {
+        k: {
+            "color": colors(i % 20),
+            "ls": "-" if k in ILS else "--",
+            "lw": 2.0 if k in ILS else 1.2,
+        }
+        for i, k in enumerate(keys)
+    }
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5.6), squeeze=False)
+    labels = {}
     for ax, name in zip(axes[0], names, strict=True):
         part = results["tasks"][name]
-        for i, (key, row) in enumerate(part["estimators"].items()):
+        for key, row in part["estimators"].items():
             curves = report._curves(row, "seconds", "train_elbo")
             if curves is None:
                 continue
             seconds, mean = curves[:2]
-            width = 2.2 if key in ILS else 1.2
-            ax.plot(seconds, mean, styles[i % 4], lw=width, label=row["label"])
+            (labels[key],) = ax.plot(seconds, mean, label=row["label"], **look[key])
         ax.axvline(part["budget_seconds"], color="0.5", lw=0.8)
         ax.set_xlabel("training time, s (one CPU thread)")
         ax.set_ylabel("training ELBO per image (mean over seeds)")
         ax.set_title(f"{name}: equal wall time ({part['budget_seconds']:.2f} s)")
         ax.set_ylim(bottom=-30)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6.5, ncol=2, loc="lower right")
-    fig.tight_layout()
+    handles = [labels[k] for k in keys if k in labels]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -144,7 +157,12 @@ def main(argv=None):
     parser.add_argument("--reference", default=None, help="default: the best peer per task")
     parser.add_argument("--estimators", nargs="+", default=list(PEERS + ILS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads(OUT.read_text()), PLOT)
+        print(f"wrote {common.rel(PLOT)}")
+        return None
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     tuned_all = json.loads(args.tuned.read_text())["training"]

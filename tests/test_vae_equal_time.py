@@ -75,7 +75,9 @@ def test_equal_time_smoke(tmp_path):
 
     lines, ok = ils_goals._equal_time({}, "vae_small", result)
     text = "\n".join(lines)
-    finals = {k: statistics.fmean(r["final"]["test_is_bound"] for r in v["runs"]) for k, v in rows.items()}
+    finals = {
+        k: statistics.fmean(r["final"]["test_is_bound"] for r in v["runs"]) for k, v in rows.items()
+    }
     peer = max(("reinmax", "st"), key=finals.get)
     assert ok == (finals["ils_diff_rb"] >= finals[peer])
     assert ("**met**" in text) == ok and ("**not met**" in text) != ok
