@@ -315,11 +315,12 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
         return f"{low}" if low == high else f"{low}-{high}"
 
     lines = [
-        f"Held-out bound at equal wall time: every estimator trained for "
-        f"{fmt(part['budget_seconds'])} s, what {rows[part['reference']]['label']} takes for "
-        f"the benchmark's {part['reference_steps']} steps (`benchmarks/vae_equal_time.py`: "
-        f"back to back in one process, {equal['threads']} CPU thread, {env['cpu_model']}, "
-        f"seeds {', '.join(map(str, equal['seeds']))}; [plot](img/vae_equal_time.png)):",
+        f"Held-out bound at equal wall time: on each seed, every estimator trained for "
+        f"as long as {rows[part['reference']]['label']} takes for the benchmark's "
+        f"{part['reference_steps']} steps on that seed ({fmt(part['budget_seconds'])} s on "
+        f"average; `benchmarks/vae_equal_time.py`: back to back in one process, seed by "
+        f"seed, {equal['threads']} CPU thread, {env['cpu_model']}, seeds "
+        f"{', '.join(map(str, equal['seeds']))}; [plot](img/vae_equal_time.png)):",
         "",
         "| estimator | evals / step | steps in the budget | held-out bound ↑ |",
         "|:---|---:|---:|---:|",

@@ -65,10 +65,13 @@ def test_equal_time_smoke(tmp_path):
     assert set(rows) == {"reinmax", "st", "ils_diff_rb"}
     ref_runs = rows["reinmax"]["runs"]
     assert rows["reinmax"]["steps"] == [part["reference_steps"]] * len(ref_runs)
-    budget = statistics.fmean(r["train_seconds"] for r in ref_runs)
-    assert part["budget_seconds"] == budget
+    # each seed's budget is the reference's training time on that seed
+    assert part["budgets"] == [r["train_seconds"] for r in ref_runs]
+    assert part["budget_seconds"] == statistics.fmean(part["budgets"])
     for key in ("st", "ils_diff_rb"):
-        for run, steps in zip(rows[key]["runs"], rows[key]["steps"], strict=True):
+        runs = rows[key]["runs"]
+        assert [r["seed"] for r in runs] == [r["seed"] for r in ref_runs]
+        for run, steps, budget in zip(runs, rows[key]["steps"], part["budgets"], strict=True):
             assert run["failed"] is None and run["train_seconds"] >= budget
             assert run["curve"][-1]["step"] == steps and run["curve"][-1]["seconds"] >= budget
             assert "test_is_bound" in run["final"]
