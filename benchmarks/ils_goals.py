@@ -335,7 +335,11 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
         f"Best ILS-family member {rows[best_ils]['label']} "
         f"{fmt(statistics.fmean(finals[best_ils]))} against the best single-evaluation peer "
         f"{rows[best_peer]['label']} {fmt(statistics.fmean(finals[best_peer]))}"
-        + _within_spread(finals[best_ils], finals[best_peer])
+        + (
+            _within_spread(finals[best_ils], finals[best_peer])
+            or f", {'ahead' if ok else 'behind'} by "
+            f"{fmt(abs(statistics.fmean(finals[best_ils]) - statistics.fmean(finals[best_peer])))}"
+        )
         + f" - **{'met' if ok else 'not met'}**.",
     ]
     return lines, ok
@@ -585,9 +589,9 @@ def _diff_at_equal_time(equal_time: dict | None) -> str:
 
     ref = part["reference"]
     return (
-        f"; on the small VAE, in the {fmt(part['budget_seconds'])} s that "
-        f"{rows[ref]['label']} takes for {part['reference_steps']} steps "
-        f"(held-out {held_out(ref)}), ILS-diff took {steps('ils_diff')} steps "
+        f"; on the small VAE, in the time that {rows[ref]['label']} takes for "
+        f"{part['reference_steps']} steps ({fmt(part['budget_seconds'])} s on average; "
+        f"held-out {held_out(ref)}), ILS-diff took {steps('ils_diff')} steps "
         f"(held-out {held_out('ils_diff')}), and Rao-Blackwellized, whose backward pass "
         f"runs through the alternatives, {steps('ils_diff_rb')} "
         f"(held-out {held_out('ils_diff_rb')})"
