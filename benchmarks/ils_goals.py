@@ -170,7 +170,7 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
         f"At the ILS member's own budget ({equal['budget']} evaluations: what "
         f"{_label(data, equal['ils'])} spends in the benchmark's {equal['ils_steps']} steps), "
         "every estimator runs budget / (its evaluations per step) steps at its tuned setting "
-        f"(`benchmarks/moe_equal_evals.py`, seeds {', '.join(map(str, equal['seeds']))}, "
+        f"(`benchmarks/moe_equal_evals.py`, seeds {_seeds(equal['seeds'])}, "
         f"{env['cpu_model']}, {fmt(equal['seconds'])} s; "
         "[plot](img/moe_equal_evals.png)):",
         "",
@@ -207,6 +207,52 @@ def _within_spread(a: list[float], b: list[float]) -> str:
     )
 
 
+def _seeds(seeds: list[int]) -> str:
+    """``0-19`` for consecutive seeds, else the list."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def _at_peers_budget(task: Task, evals: int, equal: dict | None) -> dict:
+    """Every estimator's bound per seed after ``evals`` objective evaluations: off the
+    equal-evaluations runs' curves where they are given (more seeds; the runs have no
+    schedule, so a point on a longer run is where a shorter run of the seed ends),
+    else the benchmark's own runs (the single-evaluation estimators' finals, the
+    others' curves)."""
+    if equal:
+        values = {}
+        for key, row in equal["estimators"].items():
+            runs = [r for r in row["runs"] if not r["failed"]]
+            at = [_curve_value(r, "bound", "evals", evals) for r in runs]
+            if at and all(v is not None for v in at):
+                values[key] = at
+        source = f"read off the equal-evaluations runs below, seeds {_seeds(equal['seeds'])}"
+        return {"values": values, "source": source}
+    values = {}
+    for key in task.have(MOE_PEERS + ILS_FAMILY):
+        entry = task.results[key]
+        values[key] = (
+            _final(entry, task.metric)
+            if key in MOE_PEERS
+            else _values_at(entry, task.metric, "evals", evals)
+        )
+    return {"values": {k: v for k, v in values.items() if v}, "source": "the benchmark's runs"}
+
+
+def _paired(a: list[float], b: list[float]) -> str:
+    """The mean difference over the same seeds, with its standard error."""
+    if len(a) != len(b) or len(a) < 3:
+        return ""
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    mean, se = statistics.fmean(diff), statistics.stdev(diff) / len(diff) ** 0.5
+    return (
+        f" Paired over the {len(diff)} seeds (the same data and initialization), the "
+        f"difference is {fmt(mean)} ± {fmt(se)} (standard error)"
+        + (": within two standard errors of zero." if abs(mean) < 2 * se else ".")
+    )
+
+
 def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:
     task = Task(data, "moe")
     ils = task.best(ILS_FAMILY)
@@ -226,13 +272,18 @@ def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:
     # that evaluates more per step is read off its curve at the peer's total.
     peer_entry = task.results[peer]
     peer_evals = peer_entry["cost_per_step"] * peer_entry["runs"][0]["steps"]
-    at_peer = {
-        k: _at(task.results[k], task.metric, "evals", peer_evals) for k in task.have(ILS_FAMILY)
-    }
-    at_peer = {k: v for k, v in at_peer.items() if v is not None}
+    budget = _at_peers_budget(task, peer_evals, equal)
+    peers = {k: v for k, v in budget["values"].items() if k in MOE_PEERS}
+    members = {k: v for k, v in budget["values"].items() if k in ILS_FAMILY}
     sign = 1 if task.higher else -1
-    eq = max(at_peer, key=lambda k: sign * at_peer[k]) if at_peer else None
-    beats_peer = eq is not None and task.better_or_equal(at_peer[eq], task.mean(peer))
+
+    def best_of(group):
+        return max(group, key=lambda k: sign * statistics.fmean(group[k])) if group else None
+
+    top, eq = best_of(peers), best_of(members)
+    beats_peer = eq is not None and task.better_or_equal(
+        statistics.fmean(members[eq]), statistics.fmean(peers[top])
+    )
     beats_rloo = all(task.better_or_equal(task.mean(ils), v) for v in rloo_vals.values())
     lines = [
         f"Best ILS-family estimator: {_label(data, ils)} ({_hp(ils_entry)}), final bound "
@@ -240,24 +291,19 @@ def goal_moe(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:
         f"({ils_entry['cost_per_step']} per step); exact gradient {task.cell('exact')}: a gap "
         f"of {100 * gap:.2g}% of the exact bound (goal: 1%) - "
         f"**{'met' if within else 'not met'}**.",
-        f"At the peers' budget: the best single-evaluation peer {_label(data, peer)} "
-        f"({_hp(peer_entry)}), {task.cell(peer)} after {peer_evals} evaluations; the best "
-        "ILS-family member after the same number of evaluations: "
+        f"At the peers' budget ({peer_evals} evaluations: the benchmark's "
+        f"{peer_entry['runs'][0]['steps']} steps at one per step; {budget['source']}): the "
+        f"best single-evaluation peer {_label(data, top)} ({_hp(task.results[top])}), "
+        f"{_spread_cell(peers[top])}; the best ILS-family member "
         + (
-            f"{_label(data, eq)} ({_hp(task.results[eq])}) {fmt(at_peer[eq])}"
+            f"{_label(data, eq)} ({_hp(task.results[eq])}), {_spread_cell(members[eq])}"
             if eq is not None
             else "none has a curve point there"
         )
         + f" - ILS family {'at least as good' if beats_peer else 'behind'} at this budget"
-        + (
-            _within_spread(
-                _values_at(task.results[eq], task.metric, "evals", peer_evals),
-                _final(peer_entry, task.metric),
-            )
-            if eq is not None
-            else ""
-        )
-        + ".",
+        + (_within_spread(members[eq], peers[top]) if eq is not None else "")
+        + "."
+        + (_paired(members[eq], peers[top]) if eq is not None else ""),
     ]
     for key, value in rloo_vals.items():
         lines.append(
@@ -320,7 +366,7 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
         f"{part['reference_steps']} steps on that seed ({fmt(part['budget_seconds'])} s on "
         f"average; `benchmarks/vae_equal_time.py`: back to back in one process, seed by "
         f"seed, {equal['threads']} CPU thread, {env['cpu_model']}, seeds "
-        f"{', '.join(map(str, equal['seeds']))}; [plot](img/vae_equal_time.png)):",
+        f"{_seeds(equal['seeds'])}; [plot](img/vae_equal_time.png)):",
         "",
         "| estimator | evals / step | steps in the budget | held-out bound ↑ |",
         "|:---|---:|---:|---:|",

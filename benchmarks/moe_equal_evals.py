@@ -8,11 +8,17 @@ what the ILS-family member (``--ils``, default the Rao-Blackwellized ILS-diff
 limit) spends in the benchmark's 250 steps, and each estimator runs
 ``budget / (its evaluations per step)`` steps at the setting the benchmark tuned
 for it (``benchmarks/results/estimators.json``; tuned on 100 steps of seed 100).
-Seeds 0-4, the benchmark's ``moe`` task and data, exact bound per training point
-at the end (higher is better)::
+Seeds 0-4 (``--seeds``), the benchmark's ``moe`` task and data, exact bound per
+training point at the end (higher is better)::
 
     python benchmarks/moe_equal_evals.py            # ~5 min on one CPU thread
+    python benchmarks/moe_equal_evals.py --seeds 20 # seeds 0-19 (~20 min)
     python benchmarks/moe_equal_evals.py --quick    # smoke size
+
+The runs have no learning-rate schedule, so each run's curve also gives what a
+shorter run of the same seed would have reached: ``benchmarks/ils_goals.py`` reads
+the peers' budget (one evaluation per step for the benchmark's 250 steps) off the
+same curves.
 
 Writes ``benchmarks/results/moe_equal_evals.json`` (read by
 ``benchmarks/ils_goals.py`` for goal 1 of ``docs/improving_ils.md``) and
@@ -116,6 +122,9 @@ def main(argv=None):
     parser.add_argument("--ils", default="ils_diff_rb0", help="the ILS member whose budget")
     parser.add_argument("--estimators", nargs="+", default=list(DEFAULT_ESTIMATORS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds 0..N-1 (default: the benchmark's)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
@@ -125,6 +134,8 @@ def main(argv=None):
         parser.error(f"not in the benchmark's moe results (run it first): {missing}")
     steps = 20 if args.quick else FULL["training"]["steps"]["moe"]
     seeds = [0] if args.quick else FULL["training"]["seeds"]
+    if args.seeds is not None:
+        seeds = list(range(args.seeds))
     points = 4 if args.quick else 10
     env = common.run_environment(torch.device("cpu"))
     t0 = time.perf_counter()

@@ -26,3 +26,25 @@ def test_equal_evaluation_budget(tmp_path):
             assert run["failed"] is None
             assert run["curve"][-1]["evals"] == row["steps"] * row["evals_per_step"] <= budget
     assert result["estimators"]["st"]["steps"] == budget  # one evaluation per step
+
+
+def test_a_longer_run_passes_through_the_shorter_run():
+    """The report reads the peers' budget off the equal-evaluations runs' curves: with
+    no schedule, a run's point at step 250 is where the benchmark's 250-step run of
+    the same seed and setting ended."""
+    results = os.path.join(ROOT, "benchmarks", "results")
+    with open(os.path.join(results, "estimators.json")) as f:
+        bench = json.load(f)["training"]["moe"]
+    with open(os.path.join(results, "moe_equal_evals.json")) as f:
+        equal = json.load(f)["estimators"]
+    checked = 0
+    for key, row in equal.items():
+        if row["evals_per_step"] != 1:
+            continue
+        steps = bench[key]["runs"][0]["steps"]
+        longer = {r["seed"]: r for r in row["runs"]}
+        for run in bench[key]["runs"]:
+            point = [p for p in longer[run["seed"]]["curve"] if p["step"] == steps]
+            assert point and point[0]["bound"] == run["final"]["bound"], (key, run["seed"])
+            checked += 1
+    assert checked >= 25
