@@ -223,8 +223,11 @@ def _at_peers_budget(task: Task, evals: int, equal: dict | None) -> dict:
     if equal:
         values = {}
         for key, row in equal["estimators"].items():
-            runs = [r for r in row["runs"] if not r["failed"]]
-            at = [_curve_value(r, "bound", "evals", evals) for r in runs]
+            # every seed or none, so that two estimators' lists pair up seed by seed
+            at = [
+                None if r["failed"] else _curve_value(r, "bound", "evals", evals)
+                for r in row["runs"]
+            ]
             if at and all(v is not None for v in at):
                 values[key] = at
         source = f"read off the equal-evaluations runs below, seeds {_seeds(equal['seeds'])}"
