@@ -188,7 +188,8 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
         f"{equal['estimators'][best_peer]['label']} {fmt(statistics.fmean(finals[best_peer]))}"
         f" - ILS family {'at least as good' if ok else 'behind'} at this budget"
         + _within_spread(finals[best_ils], finals[best_peer])
-        + ".",
+        + "."
+        + _paired(finals[best_ils], finals[best_peer]),
     ]
     return lines, ok
 
@@ -201,10 +202,7 @@ def _within_spread(a: list[float], b: list[float]) -> str:
     spread = max(statistics.stdev(a), statistics.stdev(b))
     if diff >= spread:
         return ""
-    return (
-        f", by {fmt(diff)}: less than the seed-to-seed spread (sd up to {fmt(spread)}), "
-        "so not a difference these seeds can tell"
-    )
+    return f", by {fmt(diff)}: less than the seed-to-seed spread (sd up to {fmt(spread)})"
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -252,7 +250,11 @@ def _paired(a: list[float], b: list[float]) -> str:
     return (
         f" Paired over the {len(diff)} seeds (the same data and initialization), the "
         f"difference is {fmt(mean)} ± {fmt(se)} (standard error)"
-        + (": within two standard errors of zero." if abs(mean) < 2 * se else ".")
+        + (
+            ": within two standard errors of zero, not a difference these seeds can tell."
+            if abs(mean) < 2 * se
+            else ": more than two standard errors from zero."
+        )
     )
 
 
@@ -389,7 +391,8 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
             or f", {'ahead' if ok else 'behind'} by "
             f"{fmt(abs(statistics.fmean(finals[best_ils]) - statistics.fmean(finals[best_peer])))}"
         )
-        + f" - **{'met' if ok else 'not met'}**.",
+        + f" - **{'met' if ok else 'not met'}**."
+        + _paired(finals[best_ils], finals[best_peer]),
     ]
     return lines, ok
 

@@ -12,7 +12,7 @@ Seeds 0-4 (``--seeds``), the benchmark's ``moe`` task and data, exact bound per
 training point at the end (higher is better)::
 
     python benchmarks/moe_equal_evals.py            # ~5 min on one CPU thread
-    python benchmarks/moe_equal_evals.py --seeds 20 # seeds 0-19 (~20 min)
+    python benchmarks/moe_equal_evals.py --seeds 20 # seeds 0-19 (~30 min; the recorded run)
     python benchmarks/moe_equal_evals.py --quick    # smoke size
 
 The runs have no learning-rate schedule, so each run's curve also gives what a
