@@ -64,6 +64,12 @@ def _final(entry: dict, metric: str) -> list[float]:
     return [r["final"][metric] for r in entry["runs"] if not r.get("failed")]
 
 
+def finals_by_key(rows: dict, metric: str) -> dict[str, list[float]]:
+    """Each estimator's final ``metric`` over its runs that did not fail (an estimator
+    none of whose runs finished is left out)."""
+    return {key: values for key, row in rows.items() if (values := _final(row, metric))}
+
+
 def _label(data: dict, key: str) -> str:
     return data["estimators"][key]["label"]
 
@@ -148,11 +154,7 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
     that the member spends in the benchmark's run (``moe_equal_evals.json``)."""
     if not equal:
         return [], None
-    finals = {}
-    for key, row in equal["estimators"].items():
-        values = [r["final"]["bound"] for r in row["runs"] if not r["failed"]]
-        if values:
-            finals[key] = values
+    finals = finals_by_key(equal["estimators"], "bound")
     ils = [k for k in finals if k in ILS_FAMILY]
     peers = [k for k in finals if k in MOE_PEERS + RLOO]
     if not ils or not peers:
@@ -347,11 +349,7 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
             "Held-out bound at equal wall time: not measured "
             "(`python benchmarks/vae_equal_time.py`)."
         ], False
-    finals = {}
-    for key, row in part["estimators"].items():
-        values = [r["final"]["test_is_bound"] for r in row["runs"] if not r["failed"]]
-        if values:
-            finals[key] = values
+    finals = finals_by_key(part["estimators"], "test_is_bound")
     ils = [k for k in finals if k in ILS_FAMILY]
     peers = [k for k in finals if k in SINGLE_EVAL_PEERS]
     best_ils = max(ils, key=lambda k: statistics.fmean(finals[k]))

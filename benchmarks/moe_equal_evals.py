@@ -141,18 +141,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     with tqdm(total=len(args.estimators) * len(seeds), desc="moe equal evals") as bar:
         results = equal_evals(tuned, args.estimators, args.ils, seeds, points, steps, bar)
-    results.update(
-        seeds=seeds,
-        ils_steps=steps,
-        seconds=time.perf_counter() - t0,
-        quick=args.quick,
-        environment=common.finish_environment(env),
-        command="python benchmarks/moe_equal_evals.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-    )
+    results.update(seeds=seeds, ils_steps=steps)
     out = args.out or (Path("/tmp/moe_equal_evals_quick.json") if args.quick else OUT)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out} ({results['seconds']:.0f} s)")
+    script = "benchmarks/moe_equal_evals.py"
+    common.write_results(results, out, script, argv, t0, env, args.quick)
     if not args.quick:
         plot(results, PLOT)
         print(f"wrote {common.rel(PLOT)}")

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ils_goals  # noqa: E402
 from estimator_bench import common, registry, report, training  # noqa: E402
 from estimator_bench.tasks import make_tasks  # noqa: E402
 from estimators import FULL  # noqa: E402
@@ -48,20 +49,9 @@ from estimators import FULL  # noqa: E402
 OUT = common.RESULTS / "vae_equal_time.json"
 PLOT = common.IMG / "vae_equal_time.png"
 TASKS = ("vae_small", "vae_large")
-#: The single-evaluation peers of goal 2 (issue 5).
-PEERS = ("st", "st_gumbel_kl", "st_gumbel_pyro", "gumbel_kl", "gumbel_density", "reinmax")
-#: The ILS family.
-ILS = (
-    "ils_euclidean",
-    "ils_normalize",
-    "ils_mirror",
-    "ils_mirror_rms",
-    "ils_cv",
-    "ils_diff",
-    "ils_diff_post",
-    "ils_diff_rb",
-    "ils_diff_rb0",
-)
+#: The single-evaluation peers of goal 2 (issue 5) and the ILS family, as the report
+#: reads them.
+PEERS, ILS = ils_goals.SINGLE_EVAL_PEERS, ils_goals.ILS_FAMILY
 #: A run stops at the budget or at this many times the benchmark's steps.
 STEP_CAP = 20
 #: Untimed steps of every estimator before the timed runs.
@@ -70,12 +60,8 @@ WARM_UP = 5
 
 def best_peer(tuned: dict) -> str:
     """The single-evaluation peer with the best mean held-out bound at equal steps."""
-    have = [k for k in PEERS if k in tuned]
-    return max(have, key=lambda k: statistics.fmean(_finals(tuned[k]["runs"])))
-
-
-def _finals(runs, metric="test_is_bound") -> list[float]:
-    return [r["final"][metric] for r in runs if not r["failed"] and r["final"].get(metric)]
+    finals = ils_goals.finals_by_key({k: tuned[k] for k in PEERS if k in tuned}, "test_is_bound")
+    return max(finals, key=lambda k: statistics.fmean(finals[k]))
 
 
 def equal_time(task, tuned: dict, keys, reference: str, seeds, steps, points, bar=None):
@@ -202,25 +188,18 @@ def main(argv=None):
             part = equal_time(task, tuned, keys, reference, seeds, steps, points, bar)
         part["reference_steps"] = steps
         results["tasks"][name] = part
-    results.update(
-        seeds=seeds,
-        threads=args.threads,
-        seconds=time.perf_counter() - t0,
-        quick=args.quick,
-        environment=common.finish_environment(env),
-        command="python benchmarks/vae_equal_time.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-    )
+    results.update(seeds=seeds, threads=args.threads)
     out = args.out or (Path("/tmp/vae_equal_time_quick.json") if args.quick else OUT)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out} ({results['seconds']:.0f} s)")
+    script = "benchmarks/vae_equal_time.py"
+    common.write_results(results, out, script, argv, t0, env, args.quick)
     if not args.quick:
         plot(results, PLOT)
         print(f"wrote {common.rel(PLOT)}")
     for name, part in results["tasks"].items():
         print(f"{name}: budget {part['budget_seconds']:.2f} s (reference {part['reference']})")
-        for row in part["estimators"].values():
-            mean, sd = common.mean_sd(_finals(row["runs"]))
+        finals = ils_goals.finals_by_key(part["estimators"], "test_is_bound")
+        for key, row in part["estimators"].items():
+            mean, sd = common.mean_sd(finals.get(key, []))
             steps = statistics.fmean(row["steps"])
             print(f"  {row['label']:45s} steps {steps:7.1f}  held-out {mean:.3f} ± {sd:.3f}")
     return results

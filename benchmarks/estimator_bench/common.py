@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pyro
@@ -37,6 +39,19 @@ def run_environment(device: torch.device) -> dict:
 def finish_environment(env: dict) -> dict:
     env["loadavg_end"] = _loadavg()
     return env
+
+
+def write_results(results: dict, out: Path, script: str, argv, started: float, env: dict, quick):
+    """Stamp a supplementary run's results with its duration (since ``started``,
+    a ``time.perf_counter()``), the machine and the command line, and write them."""
+    results.update(
+        seconds=time.perf_counter() - started,
+        quick=quick,
+        environment=finish_environment(env),
+        command=f"python {script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+    )
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out} ({results['seconds']:.0f} s)")
 
 
 def seed_all(seed: int) -> None:
