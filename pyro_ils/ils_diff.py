@@ -96,6 +96,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
@@ -451,7 +452,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         replaced = _with_subsamples(guide_trace, self._subsamples)
         for plan in plans:
             replaced.nodes[plan.name] = {**plan.site, "value": plan.stacked(rows)}
-        with poutine.block():
+        # The alternatives are valid values by construction and every other value was
+        # validated in the draw's run: the distributions built in this run skip it.
+        with poutine.block(), pyro.validation_enabled(False):
             alt_guide = poutine.trace(poutine.replay(guide, trace=replaced)).get_trace(
                 *args, **kwargs
             )
