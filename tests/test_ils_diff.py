@@ -251,6 +251,22 @@ def test_model_that_does_not_broadcast_over_alternatives_raises():
         _grad(TraceILSDiff_ELBO(), m=bad_model)
 
 
+def test_validation_checks_the_users_model_and_is_restored():
+    # The run over the alternatives skips validation (its values are valid by
+    # construction); the draw's run still validates the user's model, and the
+    # global setting is left as it was.
+    def bad_observation():
+        model()
+        pyro.sample("x", dist.Bernoulli(torch.tensor(0.5, dtype=DTYPE)), obs=torch.tensor(2.0))
+
+    with pyro.validation_enabled(True):
+        with pytest.raises(ValueError, match="support"):
+            _grad(TraceILSDiff_ELBO(), m=bad_observation)
+        _grad(TraceILSDiff_ELBO())
+        assert dist.is_validation_enabled()
+        assert pyro.infer.util.is_validation_enabled()
+
+
 def test_bad_options():
     with pytest.raises(ValueError):
         TraceILSDiff_ELBO(projection="reference")
