@@ -22,6 +22,7 @@ The goals (issue 5), each checked on the benchmark's tasks at its tuned settings
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -392,7 +393,60 @@ def _equal_time(data: dict, name: str, equal: dict | None) -> tuple[list[str], b
         + f" - **{'met' if ok else 'not met'}**."
         + _paired(finals[best_ils], finals[best_peer]),
     ]
+    if not ok:
+        lines += ["", *_break_even(data, name, part, best_ils)]
     return lines, ok
+
+
+def _mean_curve(entry: dict, metric: str) -> list[tuple[int, float]]:
+    """``(step, mean over seeds)`` at the curve points that every run has."""
+    runs = [r for r in entry["runs"] if not r.get("failed")]
+    steps = sorted(set.intersection(*({p["step"] for p in r["curve"]} for r in runs)))
+    return [
+        (step, statistics.fmean(_curve_value(r, metric, "step", step) for r in runs))
+        for step in steps
+    ]
+
+
+def _first_reaching(curve: list[tuple[int, float]], level: float, higher: bool) -> float | None:
+    """The first step at which ``curve`` reaches ``level`` (linear between points)."""
+    sign = 1 if higher else -1
+    for (s0, v0), (s1, v1) in itertools.pairwise(curve):
+        if sign * v1 >= sign * level:
+            if sign * v0 >= sign * level:
+                return float(s0)
+            return s0 + (s1 - s0) * (level - v0) / (v1 - v0)
+    return None
+
+
+def _break_even(data: dict, name: str, part: dict, key: str) -> list[str]:
+    """What a step of ``key`` may cost for it to draw level with the reference at
+    equal time: read off the equal-steps training curves (training objective), against
+    what a step cost in the equal-time run."""
+    reference = part["reference"]
+    results = data.get("training", {}).get(name, {})
+    if key not in results or reference not in results:
+        return []
+    task = Task(data, name)
+    steps = part["reference_steps"]
+    level = _at(task.results[reference], task.metric, "step", steps)
+    reached = _first_reaching(_mean_curve(task.results[key], task.metric), level, task.higher)
+    row = part["estimators"][key]
+    cost = steps / statistics.fmean(row["steps"])
+    ref_label = part["estimators"][reference]["label"]
+    if reached is None:
+        return [
+            f"In the equal-steps runs, {row['label']} did not reach {ref_label}'s "
+            f"{steps}-step training objective ({fmt(level)}) within {steps} steps."
+        ]
+    return [
+        f"In the equal-steps runs (training objective, mean over seeds, linear between "
+        f"curve points), {row['label']} first reaches {ref_label}'s {steps}-step value "
+        f"({fmt(level)}) at step {reached:.0f}: it would draw level at equal time if a "
+        f"step cost at most {steps / reached:.2f} times one of {ref_label}'s; in the "
+        f"equal-time run it cost {cost:.2f} times as much ({fmt(statistics.fmean(row['steps']))} "
+        f"steps on average in the budget)."
+    ]
 
 
 def goal_vae(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:

@@ -91,3 +91,35 @@ def test_equal_time_smoke(tmp_path):
 def test_goal_without_the_measurement_says_so():
     lines, ok = ils_goals._equal_time({}, "vae_small", None)
     assert ok is False and "not measured" in lines[0]
+
+
+def test_first_reaching_interpolates_between_curve_points():
+    curve = [(0, -40.0), (100, -22.0), (200, -20.0)]
+    assert ils_goals._first_reaching(curve, -21.0, higher=True) == 150.0
+    assert ils_goals._first_reaching(curve, -19.0, higher=True) is None
+    assert ils_goals._first_reaching(curve, -50.0, higher=True) == 0.0
+    assert ils_goals._first_reaching([(0, 5.0), (10, 1.0)], 3.0, higher=False) == 5.0
+
+
+def test_break_even_reads_the_equal_steps_curves():
+    def entry(values):
+        curve = [{"step": s, "train_elbo": v} for s, v in zip((0, 100, 200), values, strict=True)]
+        return {"runs": [{"curve": curve, "failed": None}]}
+
+    data = {
+        "training": {"vae_small": {"peer": entry([-40, -25, -21]), "ils": entry([-40, -23, -20])}},
+        "summary": {"tasks": {"vae_small": {"primary": "train_elbo", "higher_is_better": True}}},
+    }
+    part = {
+        "reference": "peer",
+        "reference_steps": 200,
+        "estimators": {
+            "peer": {"label": "Peer", "steps": [200]},
+            "ils": {"label": "ILS", "steps": [100, 120]},
+        },
+    }
+    (line,) = ils_goals._break_even(data, "vae_small", part, "ils")
+    # -21 is reached at step 100 + 100 * (2 / 3): a step may cost 200 / 166.7 = 1.20
+    assert "at step 167" in line and "at most 1.20 times" in line
+    assert "cost 1.82 times" in line  # 200 / mean(100, 120)
+    assert ils_goals._break_even({}, "vae_small", part, "ils") == []
