@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_options
 from .projections import intermediate_target
+from .softmax import softmax
 
 __all__ = ["ils_onehot", "ils_onehot_from_index", "ils_bernoulli_from_draw", "finite"]
 
@@ -47,7 +48,7 @@ class _ILSOneHot(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         logits, z, support, weight = ctx.saved_tensors
-        pi = torch.softmax(logits, dim=-1)
+        pi = softmax(logits)
         weight = weight.unsqueeze(-1)
         # Per-draw gradient g / w. Draws with w = 0 (masked out) divide by 1
         # instead and are zeroed by the final multiplication by w.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .softmax import softmax
+
 __all__ = ["project_simplex", "PROJECTIONS", "MEAN_START_TARGETS", "TARGETS"]
 
 #: The maps of the original method, whose step starts at the drawn vertex ``z``.
@@ -137,13 +139,13 @@ def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Te
     if rms:
         # The spread of g under pi, root-mean-square over all draws of the site:
         # dividing by it makes the target invariant to the scale of the loss.
-        pi = torch.softmax(logits, dim=-1)
+        pi = softmax(logits)
         centered = g - (pi * g).sum(-1, keepdim=True)
         spread = (pi * centered.square()).sum(-1).mean().sqrt()
         if not bool(spread > 0):
             return pi
         g = g / spread
-    return torch.softmax(logits - step_size * g, dim=-1)
+    return softmax(logits - step_size * g)
 
 
 def intermediate_target(

@@ -41,6 +41,8 @@ from pyro.util import warn_if_nan
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
+from ..softmax import softmax
+
 __all__ = [
     "ONEHOT",
     "BERNOULLI",
@@ -157,7 +159,7 @@ def site_logits(fn: Distribution, value: Tensor) -> Tensor:
 
 def site_mean(kind: str, logits: Tensor) -> Tensor:
     """:math:`E_q[z]` as a function of the logits: softmax or sigmoid."""
-    return torch.softmax(logits, -1) if kind == ONEHOT else torch.sigmoid(logits)
+    return softmax(logits) if kind == ONEHOT else torch.sigmoid(logits)
 
 
 def relaxed_log_prob(fn: Distribution, value: Tensor) -> Tensor:

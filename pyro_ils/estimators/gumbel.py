@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..softmax import softmax
+
 __all__ = [
     "uniform_like",
     "gumbel_sample",
@@ -107,7 +109,7 @@ def logistic_given_bernoulli(logits: Tensor, value: Tensor, v: Tensor | None = N
 
 def relax_onehot(z: Tensor, temperature: Tensor | float) -> Tensor:
     r""":math:`\sigma_\lambda(z) = \mathrm{softmax}(z / \lambda)` over the last dim."""
-    return torch.softmax(z / temperature, -1)
+    return softmax(z / temperature)
 
 
 def relax_bernoulli(z: Tensor, temperature: Tensor | float) -> Tensor:

@@ -46,10 +46,10 @@ from __future__ import annotations
 
 import functools
 
-import torch
 from pyro.distributions import Categorical, OneHotCategorical
 from torch import Tensor
 
+from ..softmax import softmax
 from ..surrogate import SurrogateCategoricalMixin, SurrogateOneHotMixin
 from ._surrogate_estimator import TemperatureMixin, check_temperature, softmax_vjp, surrogate_onehot
 
@@ -57,8 +57,8 @@ __all__ = ["ReinMaxOneHotCategorical", "ReinMaxCategorical", "reinmax_onehot"]
 
 
 def _reinmax_rule(logits: Tensor, onehot: Tensor, g: Tensor, *, temperature: float) -> Tensor:
-    pi_0 = torch.softmax(logits, dim=-1)
-    pi_1 = 0.5 * (onehot + torch.softmax(logits / temperature, dim=-1))
+    pi_0 = softmax(logits)
+    pi_1 = 0.5 * (onehot + softmax(logits / temperature))
     return 2.0 * softmax_vjp(pi_1, g) - 0.5 * softmax_vjp(pi_0, g)
 
 

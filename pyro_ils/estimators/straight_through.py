@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from pyro.distributions import Categorical, OneHotCategorical
 from torch import Tensor
 
+from ..softmax import softmax
 from ..surrogate import SurrogateCategoricalMixin, SurrogateOneHotMixin
 from ._surrogate_estimator import (
     EstimatorMixin,
@@ -78,7 +79,7 @@ __all__ = [
 
 
 def _st_rule(logits: Tensor, onehot: Tensor, g: Tensor) -> Tensor:
-    return softmax_vjp(torch.softmax(logits, dim=-1), g)
+    return softmax_vjp(softmax(logits), g)
 
 
 def straight_through_onehot(
@@ -126,7 +127,7 @@ def _st_gumbel_rule(
     logits: Tensor, onehot: Tensor, g: Tensor, perturbed: Tensor, *, temperature: float
 ) -> Tensor:
     perturbed = perturbed.masked_fill(logits == -torch.inf, -torch.inf)
-    y = torch.softmax(perturbed / temperature, dim=-1)
+    y = softmax(perturbed / temperature)
     return softmax_vjp(y, g) / temperature
 
 

@@ -1,0 +1,30 @@
+"""Softmax over the last dimension, fast for few categories on CPU.
+
+On CPU, ``torch.softmax`` over a short last dimension is several times slower than
+the same function written out (measured with torch 2.13, one thread, 100,000
+entries: 2.0 ms against 0.5 ms for ``K = 10``, 2.7 against 1.1 ms for ``K = 2``;
+from ``K = 32`` on, the built-in kernel is faster). Every softmax of this package
+goes through :func:`softmax`, the ILS backward and the estimators it is compared
+with alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["softmax"]
+
+#: Below this many categories, a CPU softmax is written out.
+_WRITTEN_OUT_BELOW = 32
+
+
+def softmax(logits: Tensor) -> Tensor:
+    r""":math:`\pi_k = e^{\ell_k - m} / \sum_j e^{\ell_j - m}` over the last dimension,
+    with :math:`m = \max_j \ell_j`: the same values as ``torch.softmax(logits, -1)``
+    (to rounding), differentiable, any dtype and device. ``-inf`` logits get zero
+    mass."""
+    if logits.device.type == "cpu" and logits.size(-1) < _WRITTEN_OUT_BELOW:
+        exp = (logits - logits.amax(-1, keepdim=True).detach()).exp()
+        return exp / exp.sum(-1, keepdim=True)
+    return torch.softmax(logits, dim=-1)
