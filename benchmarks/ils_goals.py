@@ -445,8 +445,23 @@ def _break_even(data: dict, name: str, part: dict, key: str) -> list[str]:
         f"({fmt(level)}) at step {reached:.0f}: it would draw level at equal time if a "
         f"step cost at most {steps / reached:.2f} times one of {ref_label}'s; in the "
         f"equal-time run it cost {cost:.2f} times as much ({fmt(statistics.fmean(row['steps']))} "
-        f"steps on average in the budget)."
+        f"steps on average in the budget)." + _exact_break_even(task, level, steps, ref_label)
     ]
+
+
+def _exact_break_even(task: Task, level: float, steps: int, ref_label: str) -> str:
+    """The same reading for exact enumeration (the gradient without variance), where
+    the task has it: the most a step of any estimator as good as exact could cost."""
+    if "exact" not in task.results:
+        return ""
+    reached = _first_reaching(_mean_curve(task.results["exact"], task.metric), level, task.higher)
+    if reached is None:
+        return f" Exact enumeration's own curve does not reach it within {steps} steps."
+    return (
+        f" Exact enumeration's own curve reaches it at step {reached:.0f}: even the exact "
+        f"gradient would draw level only at a step cost of at most {steps / reached:.2f} "
+        f"times {ref_label}'s."
+    )
 
 
 def goal_vae(data: dict, equal: dict | None = None) -> tuple[list[str], bool]:

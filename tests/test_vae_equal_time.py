@@ -122,4 +122,9 @@ def test_break_even_reads_the_equal_steps_curves():
     # -21 is reached at step 100 + 100 * (2 / 3): a step may cost 200 / 166.7 = 1.20
     assert "at step 167" in line and "at most 1.20 times" in line
     assert "cost 1.82 times" in line  # 200 / mean(100, 120)
+    assert "Exact enumeration" not in line  # no exact runs in this data
     assert ils_goals._break_even({}, "vae_small", part, "ils") == []
+    data["training"]["vae_small"]["exact"] = entry([-40, -21, -19])
+    (line,) = ils_goals._break_even(data, "vae_small", part, "ils")
+    # exact reaches -21 at step 100: at most 200 / 100 = 2.00 times
+    assert "reaches it at step 100" in line and "at most 2.00 times" in line
