@@ -55,6 +55,9 @@ ORIGINAL = ("ils_euclidean", "ils_normalize")
 MOE_PEERS = ("st", "st_gumbel_kl", "st_gumbel_pyro", "gumbel_kl", "gumbel_density", "reinmax")
 RLOO = ("rloo2", "rloo4")
 SINGLE_EVAL_PEERS = MOE_PEERS
+#: The estimators whose forward pass uses a relaxed (continuous) value instead of the
+#: exact discrete draw; every other estimator here runs the model on the draw itself.
+RELAXED_FORWARD = ("gumbel_kl", "gumbel_density")
 
 
 def fmt(x: float) -> str:
@@ -193,8 +196,29 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
         + _within_spread(finals[best_ils], finals[best_peer])
         + "."
         + _paired(finals[best_ils], finals[best_peer]),
+        "",
+        _best_exact_draw(finals, {k: row["label"] for k, row in equal["estimators"].items()}),
     ]
     return lines, ok
+
+
+def _best_exact_draw(finals: dict[str, list[float]], labels: dict[str, str]) -> str:
+    """Which estimator is best among those that run the model on the exact discrete
+    draw (for a model that cannot take a relaxed value), and by how much."""
+    exact_draw = sorted(
+        (k for k in finals if k not in RELAXED_FORWARD),
+        key=lambda k: -statistics.fmean(finals[k]),
+    )
+    if len(exact_draw) < 2:
+        return ""
+    first, second = exact_draw[:2]
+    return (
+        "Of the estimators whose forward pass runs the model on the exact discrete draw "
+        f"(all here but {', '.join(labels[k] for k in RELAXED_FORWARD if k in labels)}), "
+        f"the best at this budget is {labels[first]} ({fmt(statistics.fmean(finals[first]))}), "
+        f"then {labels[second]} ({fmt(statistics.fmean(finals[second]))})."
+        + _paired(finals[first], finals[second])
+    )
 
 
 def _within_spread(a: list[float], b: list[float]) -> str:
