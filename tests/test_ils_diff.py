@@ -251,6 +251,40 @@ def test_model_that_does_not_broadcast_over_alternatives_raises():
         _grad(TraceILSDiff_ELBO(), m=bad_model)
 
 
+@pytest.mark.parametrize("coupled", [False, True])
+@pytest.mark.parametrize("analytic_kl", [True, False])
+@pytest.mark.parametrize("rao_blackwellize", [True, False])
+def test_mean_field_gives_the_same_gradient_without_the_guide_run(
+    coupled, analytic_kl, rao_blackwellize
+):
+    options = {"step_size": 0.5, "analytic_kl": analytic_kl, "rao_blackwellize": rao_blackwellize}
+    plain = TraceILSDiff_ELBO(**options)
+    mean_field = TraceILSDiff_ELBO(mean_field=True, **options)
+    # the first step checks against the guide's run; the later ones skip that run
+    for seed in range(3):
+        expected = _grad(plain, coupled, seed=seed)
+        torch.testing.assert_close(_grad(mean_field, coupled, seed=seed), expected)
+    assert mean_field._mean_field_checked
+
+
+def test_mean_field_declared_for_a_structured_guide_raises():
+    second = torch.randn(K, K, generator=torch.Generator().manual_seed(7), dtype=DTYPE)
+
+    def structured_model():
+        a = pyro.sample("a", dist.Categorical(logits=PRIOR))
+        b = pyro.sample("b", dist.Categorical(logits=PRIOR))
+        pyro.factor("f", TABLE[0][a] * TABLE[1][b])
+
+    def structured_guide():
+        la = pyro.param("l", torch.zeros(K, dtype=DTYPE))
+        a = pyro.sample("a", dist.Categorical(logits=la))
+        pyro.sample("b", dist.Categorical(logits=second[a]))  # depends on the draw of a
+
+    _grad(TraceILSDiff_ELBO(), m=structured_model, g=structured_guide)  # fine without
+    with pytest.raises(ValueError, match="not mean field"):
+        _grad(TraceILSDiff_ELBO(mean_field=True), m=structured_model, g=structured_guide)
+
+
 def test_validation_checks_the_users_model_and_is_restored():
     # The run over the alternatives skips validation (its values are valid by
     # construction); the draw's run still validates the user's model, and the
