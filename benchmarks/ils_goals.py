@@ -196,9 +196,11 @@ def _equal_budget(data: dict, equal: dict | None) -> tuple[list[str], bool | Non
         + _within_spread(finals[best_ils], finals[best_peer])
         + "."
         + _paired(finals[best_ils], finals[best_peer]),
-        "",
-        _best_exact_draw(finals, {k: row["label"] for k, row in equal["estimators"].items()}),
     ]
+    labels = {key: row["label"] for key, row in equal["estimators"].items()}
+    exact_draw = _best_exact_draw(finals, labels)
+    if exact_draw:
+        lines += ["", exact_draw]
     return lines, ok
 
 
@@ -443,6 +445,11 @@ def _first_reaching(curve: list[tuple[int, float]], level: float, higher: bool) 
     return None
 
 
+def _step_reaching(task: Task, key: str, level: float) -> float | None:
+    """The first step at which ``key``'s mean training curve reaches ``level``."""
+    return _first_reaching(_mean_curve(task.results[key], task.metric), level, task.higher)
+
+
 def _break_even(data: dict, name: str, part: dict, key: str) -> list[str]:
     """What a step of ``key`` may cost for it to draw level with the reference at
     equal time: read off the equal-steps training curves (training objective), against
@@ -454,7 +461,7 @@ def _break_even(data: dict, name: str, part: dict, key: str) -> list[str]:
     task = Task(data, name)
     steps = part["reference_steps"]
     level = _at(task.results[reference], task.metric, "step", steps)
-    reached = _first_reaching(_mean_curve(task.results[key], task.metric), level, task.higher)
+    reached = _step_reaching(task, key, level)
     row = part["estimators"][key]
     cost = steps / statistics.fmean(row["steps"])
     ref_label = part["estimators"][reference]["label"]
@@ -478,7 +485,7 @@ def _exact_break_even(task: Task, level: float, steps: int, ref_label: str) -> s
     the task has it: the most a step of any estimator as good as exact could cost."""
     if "exact" not in task.results:
         return ""
-    reached = _first_reaching(_mean_curve(task.results["exact"], task.metric), level, task.higher)
+    reached = _step_reaching(task, "exact", level)
     if reached is None:
         return f" Exact enumeration's own curve does not reach it within {steps} steps."
     return (
