@@ -403,7 +403,8 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         from the distribution of the draw's run, and every other guide term is the same
         for every alternative (default ``False``). Saves one run of the guide per step:
         on the benchmark's small VAE 4-10% of the step with Pyro's validation off (1% with
-        it on), in interleaved timings on one CPU thread. The first step of each instance
+        it on), timed by hand, interleaved, on one CPU thread of an AMD EPYC VM (not a
+        recorded benchmark). The first step of each instance
         also runs the guide over the alternatives and raises ``ValueError`` where the
         guide is not mean field.
     :param int max_plate_nesting: the number of batch dims to the right of the
