@@ -7,20 +7,21 @@ from numbers import Real
 
 import torch
 
-from .projections import TARGETS
+from .projections import LIMIT_TARGETS, TARGETS
 
 __all__ = ["DEFAULT_STEP_SIZE", "DEFAULT_PROJECTION", "GUIDE_LOG_PROB_MODES", "check_options"]
 
 #: Default step size ``c`` of the ILS target ``h(z - c * g)``.
-DEFAULT_STEP_SIZE = 1.0
+DEFAULT_STEP_SIZE = 0.0
 #: Default map back onto the simplex.
-DEFAULT_PROJECTION = "euclidean"
+DEFAULT_PROJECTION = "midpoint"
 #: How the ILS ELBOs treat the guide's ``log q(z)`` term at ILS sites.
 GUIDE_LOG_PROB_MODES = ("full", "stl", "analytic")
 
 
-def check_step_size(step_size) -> float:
-    """Return ``step_size`` as a float, or raise ``ValueError`` naming it."""
+def check_step_size(step_size, allow_zero: bool = False) -> float:
+    """Return ``step_size`` as a float, or raise ``ValueError`` naming it. With
+    ``allow_zero``, ``0`` (the small-step limit) is accepted too."""
     if isinstance(step_size, torch.Tensor):
         if step_size.numel() != 1:
             raise ValueError(
@@ -30,6 +31,8 @@ def check_step_size(step_size) -> float:
     if isinstance(step_size, bool) or not isinstance(step_size, Real):
         raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
     step_size = float(step_size)
+    if allow_zero and step_size == 0:
+        return 0.0
     if not (math.isfinite(step_size) and step_size > 0):
         raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
     return step_size
@@ -43,8 +46,22 @@ def check_projection(projection) -> str:
 
 
 def check_options(step_size, projection) -> tuple[float, str]:
-    """Validate both ILS options at once."""
-    return check_step_size(step_size), check_projection(projection)
+    """Validate both ILS options at once. ``step_size=0`` is the small-step limit,
+    defined for the targets in :data:`~pyro_ils.projections.LIMIT_TARGETS` only."""
+    projection = check_projection(projection)
+    if projection not in LIMIT_TARGETS and _is_zero(step_size):
+        raise ValueError(
+            f"step_size=0 (the small-step limit) needs projection in {LIMIT_TARGETS}, "
+            f"got {projection!r}"
+        )
+    return check_step_size(step_size, allow_zero=projection in LIMIT_TARGETS), projection
+
+
+def _is_zero(step_size) -> bool:
+    try:
+        return not isinstance(step_size, bool) and float(step_size) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def check_guide_log_prob(mode) -> str:

@@ -10,17 +10,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .softmax import softmax
+from .softmax import softmax, softmax_vjp
 
-__all__ = ["project_simplex", "PROJECTIONS", "MEAN_START_TARGETS", "TARGETS"]
+__all__ = [
+    "project_simplex",
+    "PROJECTIONS",
+    "MEAN_START_TARGETS",
+    "SECOND_ORDER_TARGETS",
+    "TARGETS",
+    "LIMIT_TARGETS",
+]
 
 #: The maps of the original method, whose step starts at the drawn vertex ``z``.
 PROJECTIONS = ("euclidean", "normalize", "reference")
 #: Targets stepped from the current distribution ``pi`` with the entropic
 #: (mirror-descent) map instead; see :func:`intermediate_target`.
 MEAN_START_TARGETS = ("mirror", "mirror_rms")
+#: The second-order target: entropic steps from the midpoint of ``pi`` and ``z``
+#: and from ``pi``, combined as ReinMax combines its two Jacobians.
+SECOND_ORDER_TARGETS = ("midpoint",)
 #: Names accepted by the ``projection`` option.
-TARGETS = PROJECTIONS + MEAN_START_TARGETS
+TARGETS = PROJECTIONS + MEAN_START_TARGETS + SECOND_ORDER_TARGETS
+#: Targets whose small-step limit ``step_size=0`` is defined: ``(pi - pi_D) / c`` as
+#: ``c -> 0``, entered as the "target" ``pi_D = pi - lim (pi - pi_D) / c``.
+LIMIT_TARGETS = ("mirror", "midpoint")
 
 
 #: Rows are first projected from their top ``_TOP_M`` entries; see ``_project_simplex``.
@@ -136,6 +149,9 @@ def _euclidean_map(z: Tensor, g: Tensor, step_size: float, support: Tensor | Non
 
 
 def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Tensor:
+    if step_size == 0:
+        pi = softmax(logits)
+        return pi - softmax_vjp(pi, g)
     if rms:
         # The spread of g under pi, root-mean-square over all draws of the site:
         # dividing by it makes the target invariant to the scale of the loss.
@@ -146,6 +162,21 @@ def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Te
             return pi
         g = g / spread
     return softmax(logits - step_size * g)
+
+
+def _midpoint_target(z: Tensor, logits: Tensor, g: Tensor, step_size: float) -> Tensor:
+    # h(p) = p * exp(-c g) / <p, exp(-c g)>, stepped from p1 = (pi + z) / 2 and from pi.
+    pi = softmax(logits)
+    p1 = 0.5 * (pi + z)
+    if step_size == 0:
+        # The limit: ReinMax's 2 J(p1)^T g - J(pi)^T g / 2, J(p)^T g = p (g - <p, g>).
+        return pi - 2.0 * softmax_vjp(p1, g) + 0.5 * softmax_vjp(pi, g)
+    log_pi = logits - logits.logsumexp(-1, keepdim=True)
+    step = step_size * g
+    stepped_mid = softmax(p1.log() - step)
+    stepped_pi = softmax(log_pi - step)
+    # pi - pi_D = 2 (p1 - h(p1)) - (pi - h(pi)) / 2.
+    return pi - 2.0 * (p1 - stepped_mid) + 0.5 * (pi - stepped_pi)
 
 
 def intermediate_target(
@@ -173,7 +204,21 @@ def intermediate_target(
       :math:`s = (\mathrm{mean}_{\mathrm{draws}} \langle \pi, (g - \langle \pi, g
       \rangle)^2 \rangle)^{1/2}`, over all draws of the site: the target no longer
       depends on the scale of the loss (sum or mean, any constant factor).
+
+    The second-order target combines two entropic steps as ReinMax (Liu et al.
+    2023) combines its two softmax Jacobians, with :math:`h(p) \propto p \odot
+    e^{-c g}` and the midpoint :math:`p_1 = (\pi + z) / 2`:
+
+    * ``"midpoint"``: :math:`\pi - \pi_D = 2\,(p_1 - h(p_1)) - \tfrac12 (\pi -
+      h(\pi))`. Since :math:`p - h(p) = c\, p \odot (g - \langle p, g \rangle) +
+      O(c^2)`, for small ``c`` this is ``c`` times ReinMax's backward at temperature
+      1; larger ``c`` adds higher-order terms in ``g``. ``pi_D`` sums to one but may
+      have negative entries.
     """
+    if projection == "midpoint":
+        if logits is None:
+            raise ValueError("projection='midpoint' needs the logits")
+        return _midpoint_target(z, logits, g, step_size)
     if projection in MEAN_START_TARGETS:
         if logits is None:
             raise ValueError(f"projection={projection!r} needs the logits")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyro.infer.reparam.reparam import Reparam
 
-from .options import check_projection, check_step_size
+from .options import check_options, check_projection, check_step_size
 from .routing import to_ils
 
 __all__ = ["ILSReparam"]
@@ -30,8 +30,11 @@ class ILSReparam(Reparam):
     """
 
     def __init__(self, step_size: float | None = None, projection: str | None = None):
-        self.step_size = None if step_size is None else check_step_size(step_size)
-        self.projection = None if projection is None else check_projection(projection)
+        if step_size is not None and projection is not None:
+            self.step_size, self.projection = check_options(step_size, projection)
+        else:
+            self.step_size = None if step_size is None else check_step_size(step_size)
+            self.projection = None if projection is None else check_projection(projection)
 
     def apply(self, msg):
         fn = msg["fn"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["softmax"]
+__all__ = ["softmax", "softmax_vjp"]
 
 #: Below this many categories, a CPU softmax is written out.
 _WRITTEN_OUT_BELOW = 32
@@ -28,3 +28,9 @@ def softmax(logits: Tensor) -> Tensor:
         exp = (logits - logits.amax(-1, keepdim=True).detach()).exp()
         return exp / exp.sum(-1, keepdim=True)
     return torch.softmax(logits, dim=-1)
+
+
+def softmax_vjp(p: Tensor, g: Tensor) -> Tensor:
+    r"""The vector-Jacobian product of softmax at the point ``p``:
+    :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)`, over the last dim."""
+    return p * (g - (p * g).sum(-1, keepdim=True))

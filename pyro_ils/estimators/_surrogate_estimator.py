@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..softmax import softmax_vjp
 from ..surrogate import SurrogateDistributionMixin
 
 __all__ = [
@@ -48,12 +49,6 @@ __all__ = [
 #: ``rule(logits, onehot, g, *aux) -> grad_logits``: an estimator's backward,
 #: given ``logits`` with ``-inf`` outside the support and ``g`` zero there.
 BackwardRule = Callable[..., Tensor]
-
-
-def softmax_vjp(p: Tensor, g: Tensor) -> Tensor:
-    r"""The vector-Jacobian product of softmax at the point ``p``:
-    :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)`, over the last dim."""
-    return p * (g - (p * g).sum(-1, keepdim=True))
 
 
 def check_temperature(temperature) -> float:

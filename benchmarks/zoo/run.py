@@ -1,0 +1,159 @@
+"""Run a zoo model's suite: tune, then train every estimator on the reported seeds.
+
+::
+
+    python -m benchmarks.zoo.run dp_gaussian            # the full suite
+    python -m benchmarks.zoo.run quickstart --quick     # a smoke-sized run
+
+Protocol (the same for every estimator):
+
+* **Tuning** on seeds disjoint from the reported ones: the learning rate over
+  :data:`LR_GRID`, widened by a factor 5 at an edge that holds the best mean
+  (up to :data:`MAX_WIDEN` times; an edge still best is reported); then, for the
+  estimators with a temperature, the temperature over
+  :data:`~.estimators.TEMPERATURE_GRID` at that learning rate.
+* **Reported seeds**: every estimator at its tuned setting and "out of the box"
+  (the source's learning rate, temperature 1), interleaved seed by seed in one
+  process, with ``torch.set_num_threads(1)``.
+* Every run trains to convergence (see :mod:`.training`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import torch
+from tqdm import tqdm
+
+from . import record
+from .estimators import ESTIMATORS, TEMPERATURE_GRID
+from .mixtures import TASKS
+from .training import train
+
+LR_GRID = (0.01, 0.05, 0.25)
+MAX_WIDEN = 2
+TUNING_SEEDS = (100, 101)
+REPORTED_SEEDS = (0, 1, 2, 3, 4)
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else -math.inf
+
+
+def _score(run) -> float:
+    return run["final"].get("elbo", -math.inf) if run["stop"] != "diverged" else -math.inf
+
+
+def _grid_search(task, estimator, values, make, seeds, bar, key):
+    """Mean final metric over ``seeds`` at each value; widen at a best edge."""
+    table, values = {}, list(values)
+    for _ in range(MAX_WIDEN + 1):
+        for v in values:
+            if v in table:
+                continue
+            runs = [train(task, make(v)[0], make(v)[1], s) for s in seeds]
+            bar.update(len(seeds))
+            table[v] = _mean([_score(r) for r in runs])
+        ordered = sorted(table)
+        best = max(ordered, key=lambda v: table[v])
+        if key != "lr" or best not in (ordered[0], ordered[-1]) or len(ordered) < 2:
+            break
+        values = [best / 5 if best == ordered[0] else best * 5]
+    ordered = sorted(table)
+    best = max(ordered, key=lambda v: table[v])
+    edge = best in (ordered[0], ordered[-1])
+    return best, edge, {str(v): table[v] for v in ordered}
+
+
+def tune(task, names, seeds, bar) -> dict:
+    tuned = {}
+    for name in names:
+        est = ESTIMATORS[name]
+        lr, lr_edge, lr_table = _grid_search(
+            task, est, LR_GRID, lambda v, e=est: (e, v), seeds, bar, "lr"
+        )
+        entry = {"lr": lr, "lr_edge": lr_edge, "lr_table": lr_table}
+        if est.temperature is not None:
+            t, t_edge, t_table = _grid_search(
+                task,
+                est,
+                TEMPERATURE_GRID,
+                lambda v, e=est, lr=lr: (e.with_temperature(v), lr),
+                seeds,
+                bar,
+                "temperature",
+            )
+            entry.update(temperature=t, temperature_edge=t_edge, temperature_table=t_table)
+        tuned[name] = entry
+    return tuned
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", choices=sorted(TASKS))
+    parser.add_argument("--quick", action="store_true", help="smoke-sized: tiny budgets")
+    parser.add_argument("--estimators", default=None, help="comma-separated subset")
+    parser.add_argument("--seeds", type=int, default=len(REPORTED_SEEDS))
+    parser.add_argument("--allow-dirty", action="store_true", help="mark the result dirty")
+    parser.add_argument("--out", default=None, help="result file (default: results/zoo/)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    task = TASKS[args.model](quick=args.quick)
+    names = [n for n in task.estimators if n in ESTIMATORS]
+    if args.estimators:
+        names = [n for n in args.estimators.split(",") if n in names]
+    seeds = REPORTED_SEEDS[: args.seeds] if not args.quick else REPORTED_SEEDS[:2]
+    tuning_seeds = TUNING_SEEDS if not args.quick else TUNING_SEEDS[:1]
+    result = {
+        **record.header(args.allow_dirty, {"tuning": list(tuning_seeds), "reported": list(seeds)}),
+        "model": task.name,
+        "title": task.title,
+        "source": task.source,
+        "quick": args.quick,
+        "protocol": {
+            "lr_grid": list(LR_GRID),
+            "temperature_grid": list(TEMPERATURE_GRID),
+            "source_lr": task.lr,
+            "max_steps": task.max_steps,
+            "min_steps": task.min_steps,
+            "eval_every": task.eval_every,
+            "tol": task.tol,
+            "metric": task.metric_name,
+        },
+        "estimators": {
+            n: {"label": ESTIMATORS[n].label, "about": ESTIMATORS[n].about} for n in names
+        },
+    }
+    bar = tqdm(desc=f"{task.name} tuning", disable=args.no_progress, unit="run")
+    result["tuning"] = tune(task, names, tuning_seeds, bar)
+    bar.close()
+    runs = []
+    bar = tqdm(total=None, desc=f"{task.name} seeds", disable=args.no_progress)
+    for seed in seeds:  # interleaved: every estimator on a seed before the next seed
+        for name in names:
+            est, t = ESTIMATORS[name], result["tuning"][name]
+            tuned = est.with_temperature(t["temperature"]) if "temperature" in t else est
+            settings = [("tuned", tuned, t["lr"])]
+            if t["lr"] != task.lr or tuned.temperature != est.temperature:
+                settings.append(("source", est, task.lr))
+            for setting, e, lr in settings:
+                run = train(task, e, lr, seed)
+                run["setting"] = setting
+                runs.append(run)
+                bar.update(1)
+    bar.close()
+    result["runs"] = runs
+    out = args.out or str(record.RESULTS / f"{task.name}{'_quick' if args.quick else ''}.json")
+    record.RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
