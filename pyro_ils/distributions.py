@@ -28,7 +28,7 @@ from pyro.ops.provenance import extract_provenance
 from torch import Tensor
 
 from .ils import ils_bernoulli_from_draw, ils_onehot_from_index
-from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_options
+from .options import check_options
 from .surrogate import (
     SurrogateCategoricalMixin,
     SurrogateDistributionMixin,
@@ -56,19 +56,21 @@ class ILSDistributionMixin(SurrogateDistributionMixin):
         logits=None,
         validate_args=None,
         *,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
+        step_size: float | None = None,
+        projection: str | None = None,
     ):
         self.step_size, self.projection = check_options(step_size, projection)
         self._init_surrogate(logits)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
     def with_options(self, step_size=None, projection=None):
-        """A copy with other ILS options (``None`` keeps the current one)."""
+        """A copy with other ILS options. ``None`` keeps the current one; a new
+        ``projection`` without a ``step_size`` takes that target's default step."""
         new = self.expand(self.batch_shape)
+        if step_size is None and projection is None:
+            step_size = self.step_size
         new.step_size, new.projection = check_options(
-            self.step_size if step_size is None else step_size,
-            self.projection if projection is None else projection,
+            step_size, self.projection if projection is None else projection
         )
         return new
 
@@ -99,9 +101,14 @@ class ILSCategorical(ILSDistributionMixin, SurrogateCategoricalMixin, Categorica
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float step_size: ILS step ``c > 0`` (default 1.0).
-    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
-        ``"reference"`` (the original code's incorrect gradient, for comparison).
+    :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
+        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
+    :param str projection: the target: ``"midpoint"`` (default; the second-order
+        target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
+        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
+        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
+        ``"reference"`` (the original code's incorrect gradient, for comparison);
+        see :func:`~pyro_ils.projections.intermediate_target`.
     """
 
 
@@ -116,9 +123,14 @@ class ILSOneHotCategorical(ILSDistributionMixin, SurrogateOneHotMixin, OneHotCat
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float step_size: ILS step ``c > 0`` (default 1.0).
-    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
-        ``"reference"`` (the original code's incorrect gradient, for comparison).
+    :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
+        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
+    :param str projection: the target: ``"midpoint"`` (default; the second-order
+        target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
+        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
+        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
+        ``"reference"`` (the original code's incorrect gradient, for comparison);
+        see :func:`~pyro_ils.projections.intermediate_target`.
     """
 
 
@@ -133,9 +145,14 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float step_size: ILS step ``c > 0`` (default 1.0).
-    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or
-        ``"reference"`` (the original code's incorrect gradient, for comparison).
+    :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
+        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
+    :param str projection: the target: ``"midpoint"`` (default; the second-order
+        target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
+        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
+        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
+        ``"reference"`` (the original code's incorrect gradient, for comparison);
+        see :func:`~pyro_ils.projections.intermediate_target`.
     """
 
     _keeps_raw_logits = False

@@ -45,7 +45,7 @@ from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
-from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_guide_log_prob, check_options
+from .options import check_guide_log_prob, check_options
 from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils, has_ils_version
 from .site_weight import particle_weight
 
@@ -84,11 +84,14 @@ class _ILSELBOMixin:
 
     def __init__(
         self,
-        step_size: float = DEFAULT_STEP_SIZE,
-        projection: str = DEFAULT_PROJECTION,
+        step_size: float | None = None,
+        projection: str | None = None,
         guide_log_prob: str | None = None,
         **elbo_kwargs,
     ):
+        # The options as given (``None``: a site's own or the default, resolved per
+        # site, so that ``infer={"ils": {"projection": ...}}`` gets that target's step).
+        self._given = (step_size, projection)
         self.step_size, self.projection = check_options(step_size, projection)
         if guide_log_prob is None:
             guide_log_prob = self._guide_log_prob_modes[0]
@@ -102,15 +105,20 @@ class _ILSELBOMixin:
 
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
-        guide = ILSMessenger(self.step_size, self.projection, stl=stl)(guide)
+        guide = ILSMessenger(*self._given, stl=stl)(guide)
         model = GivenValueMessenger()(model)
         with particle_weight(1.0 / self.num_particles):
             return super()._get_trace(model, guide, args, kwargs)
 
 
 _OPTIONS_DOC = """
-    :param float step_size: ILS step ``c > 0`` for converted sites (default 1.0).
-    :param str projection: ``"euclidean"`` (default), ``"normalize"`` or ``"reference"``.
+    :param float step_size: ILS step ``c >= 0`` for converted sites; ``None``
+        (default) gives the target's default: 0 (the small-step limit) for
+        ``"midpoint"``, 1.0 for the others.
+    :param str projection: the target for converted sites: ``"midpoint"`` (default;
+        at ``c = 0`` ReinMax's estimator at temperature 1), ``"euclidean"`` and
+        ``"normalize"`` (the original method), ``"mirror"``, ``"mirror_rms"``, or
+        ``"reference"``; see :func:`~pyro_ils.projections.intermediate_target`.
     :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,
         {modes}; see :mod:`pyro_ils.elbo`.
     :param elbo_kwargs: passed to the base ELBO (``num_particles``,
@@ -123,7 +131,7 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
 
     Example::
 
-        svi = SVI(model, guide, optim, loss=TraceILS_ELBO(step_size=1.0))
+        svi = SVI(model, guide, optim, loss=TraceILS_ELBO())
     """ + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
     _guide_log_prob_modes = ("stl", "full", "analytic")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE, check_options
+from .options import check_options
 from .projections import intermediate_target
 from .softmax import softmax
 
@@ -96,8 +96,8 @@ def ils_onehot_from_index(
 
 def ils_onehot(
     logits: Tensor,
-    step_size: float = DEFAULT_STEP_SIZE,
-    projection: str = DEFAULT_PROJECTION,
+    step_size: float | None = None,
+    projection: str | None = None,
 ) -> Tensor:
     r"""Draw ``z = onehot(k)``, ``k ~ Cat(softmax(logits))``, carrying the ILS backward.
 
@@ -113,11 +113,17 @@ def ils_onehot(
       **incorrect** (it is the gradient with respect to the probabilities,
       returned for the logits); use it only for comparison.
 
+    * ``projection="midpoint"`` (the default), ``"mirror"`` and ``"mirror_rms"``:
+      :math:`\pi - \pi_D` with the targets of
+      :func:`~pyro_ils.projections.intermediate_target`; at the default step
+      ``c = 0`` the midpoint target's limit is ReinMax's backward (temperature 1).
+
     Categories with ``-inf`` logits are never drawn and receive zero gradient.
 
     :param torch.Tensor logits: unnormalized log-probabilities, shape ``batch + (K,)``.
-    :param float step_size: the step ``c > 0``.
-    :param str projection: ``"euclidean"``, ``"normalize"`` or ``"reference"``.
+    :param float step_size: the step ``c >= 0`` (``0`` only for ``"midpoint"`` and
+        ``"mirror"``); ``None``: 0 for ``"midpoint"``, 1.0 otherwise.
+    :param str projection: the target (default ``"midpoint"``); see above.
     :returns: a one-hot tensor of the shape, dtype and device of ``logits``.
     """
     step_size, projection = check_options(step_size, projection)

@@ -11,10 +11,12 @@ from .projections import LIMIT_TARGETS, TARGETS
 
 __all__ = ["DEFAULT_STEP_SIZE", "DEFAULT_PROJECTION", "GUIDE_LOG_PROB_MODES", "check_options"]
 
-#: Default step size ``c`` of the ILS target ``h(z - c * g)``.
-DEFAULT_STEP_SIZE = 0.0
-#: Default map back onto the simplex.
+#: Default target: the second-order (midpoint) target.
 DEFAULT_PROJECTION = "midpoint"
+#: Default step size ``c`` of the default target: ``0``, its small-step limit (which
+#: is ReinMax's estimator at temperature 1). See :func:`default_step_size` for the
+#: other targets.
+DEFAULT_STEP_SIZE = 0.0
 #: How the ILS ELBOs treat the guide's ``log q(z)`` term at ILS sites.
 GUIDE_LOG_PROB_MODES = ("full", "stl", "analytic")
 
@@ -45,10 +47,20 @@ def check_projection(projection) -> str:
     return projection
 
 
+def default_step_size(projection: str) -> float:
+    """The step a target gets when none is given: ``0`` (the small-step limit) for
+    ``"midpoint"``, ``1.0`` (the proposal's) for every other target."""
+    return DEFAULT_STEP_SIZE if projection == DEFAULT_PROJECTION else 1.0
+
+
 def check_options(step_size, projection) -> tuple[float, str]:
-    """Validate both ILS options at once. ``step_size=0`` is the small-step limit,
-    defined for the targets in :data:`~pyro_ils.projections.LIMIT_TARGETS` only."""
-    projection = check_projection(projection)
+    """Validate both ILS options at once; ``None`` gives the default (the default
+    target, and :func:`default_step_size` of the target). ``step_size=0`` is the
+    small-step limit, defined for the targets in
+    :data:`~pyro_ils.projections.LIMIT_TARGETS` only."""
+    projection = check_projection(DEFAULT_PROJECTION if projection is None else projection)
+    if step_size is None:
+        return default_step_size(projection), projection
     if projection not in LIMIT_TARGETS and _is_zero(step_size):
         raise ValueError(
             f"step_size=0 (the small-step limit) needs projection in {LIMIT_TARGETS}, "

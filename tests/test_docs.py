@@ -137,6 +137,24 @@ def test_markdown_python_blocks_run(page, tmp_path, monkeypatch, clean_pyro_stat
             raise AssertionError(f"the python block at {page}:{line} failed: {error!r}") from error
 
 
+def test_readme_quickstart_prints_the_right_answer(clean_pyro_state, capsys):
+    """The README's quickstart and its check, run as written (500 steps each, no loop
+    cap): the default's cluster locations are within 0.5 of the exact gradient's and
+    of the true ones, and the numbers the README quotes are what it prints."""
+    blocks = [code for _, code in code_blocks(_read("README.md"), "python")][:2]
+    namespace = {"__name__": "__docs__"}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
+    printed = re.findall(r"tensor\(\[([^\]]*)\]", capsys.readouterr().out)
+    ils, exact = (torch.tensor([float(x) for x in p.split(",")]) for p in printed[:2])
+    truth = torch.tensor([-4.0, 0.0, 4.0])
+    assert (ils - exact).abs().max() < 0.5 and (ils - truth).abs().max() < 0.5
+    quoted = re.findall(r"# tensor\(\[([^\]]*)\]\)", "\n".join(blocks))
+    for value, quote in zip((ils, exact), quoted, strict=True):
+        q = torch.tensor([float(x) for x in quote.split(",")])
+        assert (value - q).abs().max() < 0.006, (value, q)
+
+
 # -- commands ------------------------------------------------------------------
 
 _COMMAND = re.compile(r"^\s*python3?\s+(?!-m\b)(\S+\.py)\b(.*)$")

@@ -30,7 +30,7 @@ def _grad(context, loss_factor):
     logits = _logits()
     pyro.set_rng_seed(0)
     with context():
-        z = ILSCategorical(logits=logits, step_size=C).rsample()
+        z = ILSCategorical(logits=logits, step_size=C, projection="euclidean").rsample()
     (loss_factor * _per_point_loss(z)).backward()
     return z, logits.grad
 

@@ -85,7 +85,7 @@ def test_out_of_support_and_wrong_shapes():
         b.log_prob(torch.tensor([0.0, 0.5, 1.0]))
 
 
-@pytest.mark.parametrize("step_size", [0.0, -1.0, float("nan"), float("inf"), "1", True])
+@pytest.mark.parametrize("step_size", [-1.0, float("nan"), float("inf"), "1", True])
 def test_bad_step_size_everywhere(step_size):
     for make in [
         lambda: ILSCategorical(logits=torch.zeros(3), step_size=step_size),
@@ -96,7 +96,31 @@ def test_bad_step_size_everywhere(step_size):
             make()
 
 
-@pytest.mark.parametrize("projection", ["euclid", None, 3])
+@pytest.mark.parametrize("projection", ["euclidean", "normalize", "reference", "mirror_rms"])
+def test_zero_step_needs_a_target_with_a_limit(projection):
+    """``step_size=0`` is the small-step limit, defined for "midpoint" and "mirror" only."""
+    for make in [
+        lambda: ILSCategorical(logits=torch.zeros(3), step_size=0.0, projection=projection),
+        lambda: ILSReparam(step_size=0.0, projection=projection),
+        *[lambda elbo=elbo: elbo(step_size=0.0, projection=projection) for elbo in ELBOS],
+    ]:
+        with pytest.raises(ValueError, match="small-step limit"):
+            make()
+
+
+def test_default_step_follows_the_target():
+    """No step given: 0 (the limit) for the default "midpoint", 1.0 for the others,
+    also when a site's ``infer`` dict names another target."""
+    d = ILSCategorical(logits=torch.zeros(3))
+    assert (d.step_size, d.projection) == (0.0, "midpoint")
+    e = ILSCategorical(logits=torch.zeros(3), projection="euclidean")
+    assert (e.step_size, e.projection) == (1.0, "euclidean")
+    assert (d.with_options(projection="mirror").step_size, e.with_options().step_size) == (1.0, 1.0)
+    for elbo in ELBOS:
+        assert (elbo().step_size, elbo().projection) == (0.0, "midpoint")
+
+
+@pytest.mark.parametrize("projection", ["euclid", "", 3])
 def test_bad_projection_everywhere(projection):
     for make in [
         lambda: ILSCategorical(logits=torch.zeros(3), projection=projection),
@@ -104,9 +128,8 @@ def test_bad_projection_everywhere(projection):
     ]:
         with pytest.raises(ValueError, match="projection"):
             make()
-    if projection is not None:  # None means "keep the distribution's own"
-        with pytest.raises(ValueError, match="projection"):
-            ILSReparam(projection=projection)
+    with pytest.raises(ValueError, match="projection"):
+        ILSReparam(projection=projection)
 
 
 def test_guide_log_prob_modes():

@@ -1,0 +1,351 @@
+"""The zoo's docs pages, generated from its result files.
+
+::
+
+    python -m benchmarks.zoo.report            # writes docs/zoo/*.md and docs/img/zoo_*.png
+    python -m benchmarks.zoo.report --check    # fails if a page is not what the files give
+
+Per model: the tuning tables (with the edges hit), the final table at the tuned
+settings and out of the box, paired differences of the default against each peer at
+equal steps and at equal wall time (t-intervals at ``n - 1`` degrees of freedom), the
+issue's goals for the default with their verdicts, and the training curves against
+steps and against wall time. ``docs/zoo/index.md`` has the "which estimator for which
+model" table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+from .record import REPO, RESULTS
+
+DOCS = REPO / "docs" / "zoo"
+IMG = REPO / "docs" / "img"
+DEFAULT = "ils_default"
+
+
+def _mean_sd(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return math.nan, math.nan, 0
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd, len(xs)
+
+
+def t_interval(diffs, level=0.95):
+    """Mean of paired differences and the half-width of its t-interval (``n - 1`` df)."""
+    m, sd, n = _mean_sd(diffs)
+    if n < 2:
+        return m, math.nan, n
+    return m, stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n), n
+
+
+def _at(run, key, limit):
+    """The metric at the last curve point with ``key <= limit``."""
+    points = [p for p in run["curve"] if p[key] <= limit + 1e-12]
+    return (points[-1] if points else run["curve"][0])["metric"]
+
+
+def paired(runs_a, runs_b, budget):
+    """Per seed, ``a - b`` at equal ``budget`` ("steps" or "seconds")."""
+    by_seed = {r["seed"]: r for r in runs_b}
+    diffs = []
+    for a in runs_a:
+        b = by_seed.get(a["seed"])
+        if b is None or not a["curve"] or not b["curve"]:
+            continue
+        limit = min(a[budget], b[budget])
+        key = "step" if budget == "steps" else budget
+        diffs.append(_at(a, key, limit) - _at(b, key, limit))
+    return diffs
+
+
+def _runs(result, name, setting="tuned"):
+    return [r for r in result["runs"] if r["estimator"] == name and r["setting"] == setting]
+
+
+def _source_runs(result, name):
+    return _runs(result, name, "source") or _runs(result, name, "tuned")
+
+
+def _fmt(m, sd=None, digits=1):
+    if m is None or not math.isfinite(m):
+        return "–"
+    return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def _final_table(result, names, getter, extra_keys):
+    head = ["estimator", "ELBO", "bound on log p(x)"] + extra_keys + ["steps", "seconds", "stops"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        runs = getter(result, name)
+        if not runs:
+            continue
+        cells = [result["estimators"][name]["label"]]
+        for key in ["elbo", "bound"] + extra_keys:
+            values = [_bound(r) if key == "bound" else r["final"].get(key) for r in runs]
+            m, sd, _ = _mean_sd(values)
+            cells.append(_fmt(m, sd, 2 if key not in ("elbo", "bound") else 1))
+        steps, _, _ = _mean_sd([r["steps"] for r in runs])
+        secs, _, _ = _mean_sd([r["seconds"] for r in runs])
+        stops = {}
+        for r in runs:
+            stops[r["stop"]] = stops.get(r["stop"], 0) + 1
+        cells += [f"{steps:.0f}", f"{secs:.1f}", ", ".join(f"{k} {v}" for k, v in stops.items())]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _bound(run):
+    final = run["final"]
+    return final.get("iw_bound", final.get("log_px"))
+
+
+def _extra_keys(result):
+    keys = set()
+    for r in result["runs"]:
+        keys |= {k for k, v in r["final"].items() if isinstance(v, int | float)}
+    return sorted(keys - {"elbo", "iw_bound", "log_px"})
+
+
+def goals(result) -> list[dict]:
+    """The issue's targets for the default, each with its verdict and distance."""
+    names = set(result["estimators"])
+    out = []
+    default = _runs(result, DEFAULT)
+    for peer in ("trace", "tracegraph"):
+        if peer not in names:
+            continue
+        for budget in ("steps", "seconds"):
+            m, hw, n = t_interval(paired(default, _runs(result, peer), budget))
+            out.append(
+                {
+                    "goal": f"default >= {result['estimators'][peer]['label']} at equal "
+                    f"{'steps' if budget == 'steps' else 'wall time'}",
+                    "difference": m,
+                    "half_width": hw,
+                    "n": n,
+                    "met": m >= 0,
+                }
+            )
+    if "enum" in names:
+        d, _, _ = _mean_sd([r["final"].get("elbo") for r in default])
+        e, _, _ = _mean_sd([r["final"].get("elbo") for r in _runs(result, "enum")])
+        gap = (e - d) / abs(e)
+        out.append(
+            {
+                "goal": "default within 1% of exact-gradient training (final ELBO)",
+                "difference": d - e,
+                "relative_gap": gap,
+                "met": gap <= 0.01,
+            }
+        )
+    return out
+
+
+def _goal_lines(result):
+    lines = []
+    for g in goals(result):
+        verdict = "**met**" if g["met"] else "**not met**"
+        if "relative_gap" in g:
+            detail = (
+                f"default − exact = {g['difference']:.1f} nats ({100 * g['relative_gap']:.2f}%)"
+            )
+        else:
+            low, high = g["difference"] - g["half_width"], g["difference"] + g["half_width"]
+            clear = "excludes" if low > 0 or high < 0 else "includes"
+            detail = (
+                f"paired difference {g['difference']:.1f} ± {g['half_width']:.1f} "
+                f"(95% t-interval, {g['n'] - 1} df; it {clear} 0)"
+            )
+        lines.append(f"* {g['goal']}: {verdict}; {detail}.")
+    return "\n".join(lines)
+
+
+def _paired_table(result, names):
+    rows = [
+        "| default − peer | at equal steps | at equal wall time |",
+        "|---|---|---|",
+    ]
+    default = _runs(result, DEFAULT)
+    for name in names:
+        if name == DEFAULT:
+            continue
+        cells = [result["estimators"][name]["label"]]
+        for budget in ("steps", "seconds"):
+            m, hw, n = t_interval(paired(default, _runs(result, name), budget))
+            cells.append(f"{m:+.1f} ± {hw:.1f} (n={n})" if math.isfinite(hw) else "–")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _tuning_table(result, names):
+    rows = ["| estimator | learning rates (mean final ELBO) | chosen | edge |", "|---|---|---|---|"]
+    for name in names:
+        t = result["tuning"][name]
+        table = ", ".join(f"{k}: {v:.1f}" for k, v in t["lr_table"].items())
+        chosen = f"lr {t['lr']:g}"
+        edge = "lr at an edge" if t["lr_edge"] else "interior"
+        if "temperature" in t:
+            table += "; temperature " + ", ".join(
+                f"{k}: {v:.1f}" for k, v in t["temperature_table"].items()
+            )
+            chosen += f", τ {t['temperature']:g}"
+            if t["temperature_edge"]:
+                edge += "; τ at an edge"
+        rows.append(f"| {result['estimators'][name]['label']} | {table} | {chosen} | {edge} |")
+    return "\n".join(rows)
+
+
+def plot(result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colors = plt.get_cmap("tab10").colors
+    for j, name in enumerate(result["estimators"]):
+        label = result["estimators"][name]["label"]
+        for i, r in enumerate(_runs(result, name)):
+            for ax, key in zip(axes, ("step", "seconds"), strict=True):
+                xs = [p[key] for p in r["curve"]]
+                ys = [p["metric"] for p in r["curve"]]
+                ax.plot(xs, ys, lw=1, alpha=0.8, color=colors[j % 10], label=None if i else label)
+    values = [p["metric"] for r in result["runs"] for p in r["curve"] if r["setting"] == "tuned"]
+    values = sorted(v for v in values if math.isfinite(v))
+    if values:
+        low = values[len(values) // 10]
+        axes[0].set_ylim(low, values[-1] + 0.05 * (values[-1] - low))
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("training seconds (one thread)")
+    axes[0].set_ylabel(result["protocol"]["metric"])
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{result['title']}: tuned settings, seeds {result['seeds']['reported']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def page(result) -> str:
+    names = list(result["estimators"])
+    extra = _extra_keys(result)
+    p = result["protocol"]
+    m = result["machine"]
+    about = "\n".join(f"* **{e['label']}**: {e['about']}." for e in result["estimators"].values())
+    return f"""# {result["title"]}
+
+Source: `{result["source"]}`; the model and guide as written there, with only the ELBO
+or the guide site's distribution class swapped (see `benchmarks/zoo/`).
+
+Generated by `python -m benchmarks.zoo.report` from
+`benchmarks/results/zoo/{result["model"]}.json`: commit `{result["commit"][:10]}`
+{"(**dirty tree**)" if result["dirty"] else "(clean tree)"}, command
+`{result["command"]}`, tuning seeds {result["seeds"]["tuning"]}, reported seeds
+{result["seeds"]["reported"]}; {m["cpu"]}, {m["logical_cpus"]} logical CPUs,
+`torch.set_num_threads({m["torch_threads"]})`, torch {m["torch"]}, Pyro {m["pyro"]}.
+Other runs shared the machine's two cores, so absolute seconds are noisy; the
+estimators of a seed ran one after another in one process.
+
+**Protocol.** The same learning-rate grid {p["lr_grid"]} for every estimator (widened
+by 5x at a best edge), then the temperature over {p["temperature_grid"]} for the peers;
+each run trains until the metric ({p["metric"]}) improves by less than {p["tol"]:g}
+(relative) over the last fifth of the run, checked every {p["eval_every"]} steps from
+step {p["min_steps"]}, or up to {p["max_steps"]} steps. "Out of the box" is the
+source's learning rate {p["source_lr"]:g} (temperature 1).
+
+## The estimators
+
+{about}
+
+## Goals for the default (`TraceILS_ELBO()`)
+
+{_goal_lines(result)}
+
+## Final values, tuned settings (mean ± sd over the reported seeds)
+
+{_final_table(result, names, _runs, extra)}
+
+## Out of the box (learning rate {p["source_lr"]:g}, temperature 1)
+
+{_final_table(result, names, _source_runs, extra)}
+
+## Paired differences of the default (ELBO, nats; 95% t-intervals)
+
+Per seed, both runs read at the smaller of their two budgets (steps, or training
+seconds), from their curves.
+
+{_paired_table(result, names)}
+
+## Tuning (seeds {result["seeds"]["tuning"]})
+
+{_tuning_table(result, names)}
+
+## Curves
+
+![curves](../img/zoo_{result["model"]}.png)
+"""
+
+
+def index(results) -> str:
+    rows = [
+        "| model | exact referee | default − exact | best of the rest (final ELBO) |"
+        " default's goals met |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        finals = {
+            n: _mean_sd([x["final"].get("elbo") for x in _runs(r, n)])[0] for n in r["estimators"]
+        }
+        best = max((n for n in finals if n != DEFAULT), key=lambda n: finals[n])
+        gs = goals(r)
+        met = sum(g["met"] for g in gs)
+        exact = "enum" in r["estimators"]
+        gap = f"{finals[DEFAULT] - finals['enum']:.1f}" if exact else "–"
+        rows.append(
+            f"| [{r['title']}]({r['model']}.md) | {'yes' if exact else 'no'} | {gap} | "
+            f"{r['estimators'][best]['label']} ({finals[best]:.1f}; default "
+            f"{finals[DEFAULT]:.1f}) | {met} of {len(gs)} |"
+        )
+    return (
+        "# The zoo\n\nPyro's own models with discrete guide sites, each trained with "
+        "every relevant estimator to convergence (`benchmarks/zoo/`). Which estimator "
+        "for which model, read off the result files (`python -m benchmarks.zoo.report`):\n\n"
+        + "\n".join(rows)
+        + "\n\n```{toctree}\n:maxdepth: 1\n\n"
+        + "\n".join(r["model"] for r in results)
+        + "\n```\n"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="write the zoo's docs pages")
+    parser.add_argument("--check", action="store_true", help="fail if a page differs")
+    args = parser.parse_args(argv)
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    results = [r for r in results if not r.get("quick")]
+    pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
+    pages[DOCS / "index.md"] = index(results)
+    stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"stale: {p.relative_to(REPO)}")
+        return 1 if stale else 0
+    DOCS.mkdir(parents=True, exist_ok=True)
+    for p, text in pages.items():
+        p.write_text(text)
+    for r in results:
+        plot(r, IMG / f"zoo_{r['model']}.png")
+    print(f"wrote {len(pages)} pages")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
