@@ -123,14 +123,8 @@ class ILSOneHotCategorical(ILSDistributionMixin, SurrogateOneHotMixin, OneHotCat
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
-        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
-    :param str projection: the target: ``"midpoint"`` (default; the second-order
-        target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
-        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
-        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
-        ``"reference"`` (the original code's incorrect gradient, for comparison);
-        see :func:`~pyro_ils.projections.intermediate_target`.
+    :param float step_size: as for :class:`ILSCategorical`.
+    :param str projection: as for :class:`ILSCategorical`.
     """
 
 
@@ -145,14 +139,8 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     :param probs: event probabilities, as for the base class.
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
-        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
-    :param str projection: the target: ``"midpoint"`` (default; the second-order
-        target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
-        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
-        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
-        ``"reference"`` (the original code's incorrect gradient, for comparison);
-        see :func:`~pyro_ils.projections.intermediate_target`.
+    :param float step_size: as for :class:`ILSCategorical`.
+    :param str projection: as for :class:`ILSCategorical`.
     """
 
     _keeps_raw_logits = False

@@ -11,7 +11,7 @@ from .projections import LIMIT_TARGETS, TARGETS
 
 __all__ = ["DEFAULT_STEP_SIZE", "DEFAULT_PROJECTION", "GUIDE_LOG_PROB_MODES", "check_options"]
 
-#: Default target: the second-order (midpoint) target.
+#: The default target, the second-order (midpoint) one.
 DEFAULT_PROJECTION = "midpoint"
 #: Default step size ``c`` of the default target: ``0``, its small-step limit (which
 #: is ReinMax's estimator at temperature 1). See :func:`default_step_size` for the

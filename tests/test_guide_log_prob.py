@@ -31,7 +31,7 @@ def guide():
 def _gradient(mode):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    elbo = TraceILS_ELBO(step_size=C, guide_log_prob=mode)
+    elbo = TraceILS_ELBO(step_size=C, projection="euclidean", guide_log_prob=mode)
     loss = elbo.differentiable_loss(model, guide)
     logits = pyro.param("logits").unconstrained()
     (grad,) = torch.autograd.grad(loss, logits)

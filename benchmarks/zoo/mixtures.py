@@ -119,6 +119,13 @@ class _DPMixture(Task):
     source = "pyro tutorial/source/dirichlet_process_mixture.ipynb"
     T, alpha = 6, 0.1
     particles, iw_samples = 64, 1000
+    max_steps, min_steps, eval_every, tol = 1500, 300, 50, 1e-3
+    estimators = tuple(n for n in _ALL + _PEERS if n != "ils_original")
+
+    def _quick(self, quick: bool) -> None:
+        if quick:
+            self.max_steps, self.min_steps, self.eval_every = 40, 20, 20
+            self.particles, self.iw_samples = 4, 16
 
     def _priors(self):
         raise NotImplementedError
@@ -203,16 +210,12 @@ class DPGaussian(_DPMixture):
     title = "Dirichlet-process mixture, Gaussian (Pyro tutorial)"
     component_plate, component_site = "mu_plate", "mu"
     T, alpha = 6, 0.1
-    max_steps, min_steps, eval_every, tol = 1500, 300, 50, 1e-3
-    estimators = tuple(n for n in _ALL + _PEERS if n != "ils_original")
 
     def __init__(self, quick: bool = False):
         gen = torch.Generator().manual_seed(0)
         centers = torch.tensor([[-8.0, -8.0], [8.0, 8.0], [1.5, 2.0], [-0.5, 1.0]])
         self.data = torch.cat([c + torch.randn(50, 2, generator=gen) for c in centers])
-        if quick:
-            self.max_steps, self.min_steps, self.eval_every = 40, 20, 20
-            self.particles, self.iw_samples = 4, 16
+        self._quick(quick)
 
     def component_prior(self):
         return dist.MultivariateNormal(torch.zeros(2), 5 * torch.eye(2))
@@ -240,8 +243,6 @@ class DPPoisson(_DPMixture):
     title = "Dirichlet-process mixture, Poisson (Pyro tutorial, generated counts)"
     component_plate, component_site = "lambda_plate", "lambda"
     T, alpha = 20, 1.1
-    max_steps, min_steps, eval_every, tol = 1500, 300, 50, 1e-3
-    estimators = tuple(n for n in _ALL + _PEERS if n != "ils_original")
 
     def __init__(self, quick: bool = False):
         gen = torch.Generator().manual_seed(0)
@@ -250,9 +251,7 @@ class DPPoisson(_DPMixture):
         cycle = amplitude.repeat_interleave(11)[: len(years)]
         rate = 5 + cycle * torch.sin(math.pi * (years % 11) / 11).square()
         self.data = torch.poisson(rate, generator=gen)
-        if quick:
-            self.max_steps, self.min_steps, self.eval_every = 40, 20, 20
-            self.particles, self.iw_samples = 4, 16
+        self._quick(quick)
 
     def component_prior(self):
         return dist.Gamma(3.0, 0.05)

@@ -14,6 +14,7 @@ import pyro
 import torch
 
 import pyro_ils
+from benchmarks.step_time import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results" / "zoo"
@@ -41,20 +42,9 @@ def commit(allow_dirty: bool) -> dict:
     return {"commit": sha, "dirty": dirty}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     return {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -152,6 +152,13 @@ def goals(result) -> list[dict]:
 
 def _goal_lines(result):
     lines = []
+    diverged = sum(r["stop"] == "diverged" for r in _runs(result, DEFAULT))
+    if diverged:
+        lines.append(
+            f"* {diverged} of the default's {len(_runs(result, DEFAULT))} runs diverged "
+            "(non-finite loss); the final means below leave them out, the paired "
+            "differences read them up to their last finite point."
+        )
     for g in goals(result):
         verdict = "**met**" if g["met"] else "**not met**"
         if "relative_gap" in g:
@@ -270,6 +277,8 @@ source's learning rate {p["source_lr"]:g} (temperature 1).
 {_goal_lines(result)}
 
 ## Final values, tuned settings (mean ± sd over the reported seeds)
+
+Runs that diverged (see the stops column) are left out of the means.
 
 {_final_table(result, names, _runs, extra)}
 
