@@ -2,19 +2,21 @@
 
 The guide is written with plain ``dist.Categorical`` and trained with
 ``TraceILS_ELBO`` (by default ``TraceILS_ELBO()``: the second-order ILS target in its
-small-step limit, which is ReinMax's estimator at temperature 1); the model uses the integer codes through ``F.one_hot``.
+small-step limit, which is ReinMax's estimator at temperature 1); the model uses the
+integer codes through ``F.one_hot``.
 The latent space (``--latents`` x ``--categories``, 3 x 8 = 512 codes by
 default) is small enough to compute the held-out ELBO exactly by enumeration,
 so the result printed at the end is exact, not a sampled estimate.
 
 With ``--compare`` the same model is also trained, under the same seed and steps,
 with the original ILS method (``step_size=1.0, projection="euclidean"``, the
-previous default), with the ILS family's exact-difference member (``TraceILSDiff_ELBO`` at its defaults,
-``mean_field=True``: the encoder's guide is mean field), with ReinMax (the best
-single-evaluation peer of the estimator benchmark on the small VAE; analytic KL
-through ``TraceMeanField_ELBO``, temperature ``--reinmax-temperature``), with the
-score-function estimator (``TraceGraph_ELBO``) and with the exact gradient (the
-negative ELBO summed over every code, differentiated by autograd).
+previous default), with the ILS family's exact-difference member
+(``TraceILSDiff_ELBO`` at its defaults, ``mean_field=True``: the encoder's guide is
+mean field), with ReinMax (the best single-evaluation peer of the estimator
+benchmark on the small VAE; analytic KL through ``TraceMeanField_ELBO``,
+temperature ``--reinmax-temperature``), with the score-function estimator
+(``TraceGraph_ELBO``) and with the exact gradient (the negative ELBO summed over
+every code, differentiated by autograd).
 
     python examples/categorical_vae.py                  # ILS only
     python examples/categorical_vae.py --compare        # and ILS-original, ILS-diff, ReinMax, ...
