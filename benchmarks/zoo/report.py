@@ -241,6 +241,20 @@ def plot(result, path: Path) -> None:
     plt.close(fig)
 
 
+def _capped(result) -> str:
+    capped = [
+        result["estimators"][n]["label"]
+        for n in result["estimators"]
+        if any(r["stop"] == "max_steps" for r in _runs(result, n))
+    ]
+    if not capped:
+        return "Every other run met the convergence rule."
+    return (
+        "Runs of " + ", ".join(capped) + " reached the step cap before the convergence "
+        "rule: their values are where training stopped, not where it would converge."
+    )
+
+
 def page(result) -> str:
     names = list(result["estimators"])
     extra = _extra_keys(result)
@@ -278,7 +292,7 @@ source's learning rate {p["source_lr"]:g} (temperature 1).
 
 ## Final values, tuned settings (mean ± sd over the reported seeds)
 
-Runs that diverged (see the stops column) are left out of the means.
+Runs that diverged (see the stops column) are left out of the means. {_capped(result)}
 
 {_final_table(result, names, _runs, extra)}
 
