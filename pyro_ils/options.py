@@ -61,19 +61,13 @@ def check_options(step_size, projection) -> tuple[float, str]:
     projection = check_projection(DEFAULT_PROJECTION if projection is None else projection)
     if step_size is None:
         return default_step_size(projection), projection
-    if projection not in LIMIT_TARGETS and _is_zero(step_size):
+    step_size = check_step_size(step_size, allow_zero=True)
+    if step_size == 0 and projection not in LIMIT_TARGETS:
         raise ValueError(
             f"step_size=0 (the small-step limit) needs projection in {LIMIT_TARGETS}, "
             f"got {projection!r}"
         )
-    return check_step_size(step_size, allow_zero=projection in LIMIT_TARGETS), projection
-
-
-def _is_zero(step_size) -> bool:
-    try:
-        return not isinstance(step_size, bool) and float(step_size) == 0
-    except (TypeError, ValueError):
-        return False
+    return step_size, projection
 
 
 def check_guide_log_prob(mode) -> str:

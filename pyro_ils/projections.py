@@ -171,10 +171,8 @@ def _midpoint_target(z: Tensor, logits: Tensor, g: Tensor, step_size: float) -> 
     if step_size == 0:
         # The limit: ReinMax's 2 J(p1)^T g - J(pi)^T g / 2, J(p)^T g = p (g - <p, g>).
         return pi - 2.0 * softmax_vjp(p1, g) + 0.5 * softmax_vjp(pi, g)
-    log_pi = logits - logits.logsumexp(-1, keepdim=True)
-    step = step_size * g
-    stepped_mid = softmax(p1.log() - step)
-    stepped_pi = softmax(log_pi - step)
+    stepped_mid = softmax(p1.log() - step_size * g)
+    stepped_pi = _mirror_target(logits, g, step_size, rms=False)
     # pi - pi_D = 2 (p1 - h(p1)) - (pi - h(pi)) / 2.
     return pi - 2.0 * (p1 - stepped_mid) + 0.5 * (pi - stepped_pi)
 

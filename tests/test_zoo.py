@@ -32,6 +32,9 @@ def test_stopping_rule_reads_the_last_fifth():
     assert _converged(rising, 0.1)  # -3.2 -> -3.0: 6% < 10%
     assert not _converged(rising, 0.01)
     assert not _converged(_curve([-10.0, math.nan]), 0.5)
+    # Flat over the last evaluation but not over the last fifth: not converged.
+    stalled = _curve([-100, -50, -20, -10, -5, -4, -3.6, -3.3, -3.0, -3.0])
+    assert not _converged(stalled, 0.05)
 
 
 def test_t_interval_at_n_minus_one_degrees_of_freedom():

@@ -8,6 +8,7 @@ and the guide is as the task's source writes it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -41,16 +42,7 @@ class Estimator:
         return functools.partial(self.site_class, temperature=self.temperature)
 
     def with_temperature(self, temperature: float) -> Estimator:
-        return Estimator(
-            self.name,
-            self.label,
-            self.about,
-            self.make_loss,
-            self.site_class,
-            temperature,
-            dict(self.site_infer),
-            self.needs_enumeration,
-        )
+        return dataclasses.replace(self, temperature=temperature)
 
 
 def _nesting(task) -> int:

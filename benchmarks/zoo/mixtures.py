@@ -10,6 +10,7 @@ is not jittered by the evaluation), and the importance-weighted bound on
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pyro
@@ -48,11 +49,12 @@ class Task:
         return (self.data,)
 
 
+@contextlib.contextmanager
 def _noise(seed: int = 12345):
-    fork = torch.random.fork_rng()
-    fork.__enter__()
-    torch.manual_seed(seed)
-    return fork
+    """Fixed noise for an evaluation, leaving the training's RNG state as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 class Quickstart(Task):
@@ -175,22 +177,16 @@ class _DPMixture(Task):
         return log_w, log_mix.unsqueeze(1) + log_lik
 
     def metric(self) -> float:
-        fork = _noise()
-        try:
+        with _noise():
             log_w, log_joint = self._terms(self.particles)
-        finally:
-            fork.__exit__(None, None, None)
         phi = pyro.param("phi").detach()
         log_phi = phi.clamp(min=1e-30).log()
         local = (phi * (log_joint - log_phi)).sum((-1, -2))
         return float((log_w + local).mean())
 
     def evaluate(self) -> dict:
-        fork = _noise(54321)
-        try:
+        with _noise(54321):
             log_w, log_joint = self._terms(self.iw_samples)
-        finally:
-            fork.__exit__(None, None, None)
         log_px = log_w + log_joint.logsumexp(-1).sum(-1)
         phi = pyro.param("phi").detach()
         used = int((phi.sum(0) > 1.0).sum())  # components holding more than one point's mass

@@ -47,14 +47,15 @@ def _score(run) -> float:
     return run["final"].get("elbo", -math.inf) if run["stop"] != "diverged" else -math.inf
 
 
-def _grid_search(task, estimator, values, make, seeds, bar, key):
+def _grid_search(task, values, make, seeds, bar, key):
     """Mean final metric over ``seeds`` at each value; widen at a best edge."""
     table, values = {}, list(values)
     for _ in range(MAX_WIDEN + 1):
         for v in values:
             if v in table:
                 continue
-            runs = [train(task, make(v)[0], make(v)[1], s) for s in seeds]
+            est, lr = make(v)
+            runs = [train(task, est, lr, s) for s in seeds]
             bar.update(len(seeds))
             table[v] = _mean([_score(r) for r in runs])
         ordered = sorted(table)
@@ -73,13 +74,12 @@ def tune(task, names, seeds, bar) -> dict:
     for name in names:
         est = ESTIMATORS[name]
         lr, lr_edge, lr_table = _grid_search(
-            task, est, LR_GRID, lambda v, e=est: (e, v), seeds, bar, "lr"
+            task, LR_GRID, lambda v, e=est: (e, v), seeds, bar, "lr"
         )
         entry = {"lr": lr, "lr_edge": lr_edge, "lr_table": lr_table}
         if est.temperature is not None:
             t, t_edge, t_table = _grid_search(
                 task,
-                est,
                 TEMPERATURE_GRID,
                 lambda v, e=est, lr=lr: (e.with_temperature(v), lr),
                 seeds,
