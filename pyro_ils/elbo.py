@@ -127,13 +127,71 @@ _OPTIONS_DOC = """
 
 
 class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
-    __doc__ = """:class:`~pyro.infer.Trace_ELBO` with discrete guide sites drawn by ILS.
+    __doc__ = (
+        """:class:`~pyro.infer.Trace_ELBO` with discrete guide sites drawn by ILS.
 
     Example::
 
         svi = SVI(model, guide, optim, loss=TraceILS_ELBO())
-    """ + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
+
+    **The default.** With none of ``step_size``, ``projection`` and
+    ``guide_log_prob`` given, each discrete guide site gets one of two ILS members,
+    chosen once per site by the rule of :mod:`pyro_ils.site_choice`: exact
+    differences over the site's alternatives (:class:`~pyro_ils.TraceILSDiff_ELBO`)
+    when it has at most ``max_alternatives`` of them and the model broadcasts over
+    them, the midpoint limit (ReinMax's estimator at temperature 1) otherwise.
+    ``elbo.site_choices`` shows the choice; ``infer={"ils": {"exact_differences":
+    False}}`` overrides it for one site. Any option given selects first-order ILS with
+    those options on every site, as does ``max_alternatives=0``.
+    """
+        + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
+        + """
+    :param int max_alternatives: the default's largest number of alternatives per
+        site for exact differences (default
+        :data:`~pyro_ils.site_choice.DEFAULT_MAX_ALTERNATIVES`; ``0``: none).
+    """
+    )
     _guide_log_prob_modes = ("stl", "full", "analytic")
+
+    def __init__(
+        self,
+        step_size: float | None = None,
+        projection: str | None = None,
+        guide_log_prob: str | None = None,
+        max_alternatives: int | None = None,
+        **elbo_kwargs,
+    ):
+        super().__init__(step_size, projection, guide_log_prob, **elbo_kwargs)
+        from .site_choice import DEFAULT_MAX_ALTERNATIVES, DefaultChoiceELBO
+
+        if max_alternatives is None:
+            max_alternatives = DEFAULT_MAX_ALTERNATIVES
+        if isinstance(max_alternatives, bool) or not isinstance(max_alternatives, int):
+            raise ValueError(f"max_alternatives must be an int >= 0, got {max_alternatives!r}")
+        if max_alternatives < 0:
+            raise ValueError(f"max_alternatives must be an int >= 0, got {max_alternatives!r}")
+        self.max_alternatives = max_alternatives
+        explicit = (step_size, projection, guide_log_prob) != (None, None, None)
+        self._default = None
+        if not explicit and max_alternatives > 0 and not self.vectorize_particles:
+            self._default = DefaultChoiceELBO(max_alternatives, **elbo_kwargs)
+
+    @property
+    def site_choices(self) -> dict:
+        """What the default gave each discrete guide site so far
+        (:class:`~pyro_ils.site_choice.SiteChoice` by site name); empty when options
+        were given (every site then gets first-order ILS with them)."""
+        return {} if self._default is None else dict(self._default.site_choices)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        if self._default is not None:
+            return self._default.loss_and_grads(model, guide, *args, **kwargs)
+        return super().loss_and_grads(model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        if self._default is not None:
+            return self._default.differentiable_loss(model, guide, *args, **kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def _analytic_kls(self, model_trace, guide_trace) -> dict:
         kls = {}
@@ -172,6 +230,8 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
         return -elbo, -surrogate
 
     def loss(self, model, guide, *args, **kwargs):
+        if self._default is not None:
+            return self._default.loss(model, guide, *args, **kwargs)
         if self.guide_log_prob != "analytic":
             return super().loss(model, guide, *args, **kwargs)
         loss = 0.0

@@ -115,14 +115,12 @@ from .elbo import LogRatio, guide_site_surrogate
 from .ils import finite
 from .options import check_options, check_projection
 from .projections import intermediate_target
-from .routing import eligible, has_ils_version, site_options, to_plain
+from .routing import DIFF_KEY, eligible, has_ils_version, site_options, to_plain
 
 __all__ = ["TraceILSDiff_ELBO"]
 
 _BASE_TYPES = (dist.Categorical, dist.OneHotCategorical, dist.Bernoulli)
-#: The key under which a routed guide site keeps its options and, once computed,
-#: its target (in the site's ``infer`` dict and node).
-_KEY = "_ils_diff"
+_KEY = DIFF_KEY
 
 
 def check_diff_options(step_size, projection) -> tuple[float, str]:
@@ -437,9 +435,13 @@ class TraceILSDiff_ELBO(Trace_ELBO):
 
     # -- traces -------------------------------------------------------------------
 
+    def _wrap_guide(self, guide):
+        """The guide as traced: every routed site drawn plainly and marked."""
+        return _PlainDrawMessenger(self.step_size, self.projection)(guide)
+
     def _get_trace(self, model, guide, args, kwargs):
         self._subsamples = _SubsampleRecorder()
-        guide = _PlainDrawMessenger(self.step_size, self.projection)(guide)
+        guide = self._wrap_guide(guide)
         model_trace, guide_trace = super()._get_trace(
             self._subsamples(model), self._subsamples(guide), args, kwargs
         )

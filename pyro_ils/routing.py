@@ -9,7 +9,8 @@ A site is eligible when it is a latent draw that is about to be sampled: not
 observed, no value given (``poutine.condition``, replay), not marked for
 enumeration, and not opted out with ``infer={"ils": False}``.
 ``infer={"ils": {"step_size": c, "projection": h}}`` overrides the options for
-one site.
+one site; ``"exact_differences"`` (a bool) in that dict is read by the default
+:class:`~pyro_ils.TraceILS_ELBO` only (see :mod:`pyro_ils.site_choice`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ _ILS_TYPES = {
     dist.OneHotCategorical: ILSOneHotCategorical,
     dist.Bernoulli: ILSBernoulli,
 }
-_SITE_KEYS = {"step_size", "projection"}
+_SITE_KEYS = {"step_size", "projection", "exact_differences"}
+#: The key under which a guide site chosen for exact differences keeps its options
+#: and, once computed, its target (in the site's ``infer`` dict and node); such a
+#: site is drawn plainly and left alone by :class:`ILSMessenger`.
+DIFF_KEY = "_ils_diff"
 
 
 def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
@@ -189,7 +194,7 @@ class ILSMessenger(Messenger):
 
     def _pyro_sample(self, msg) -> None:
         _strip_given_draw(msg)
-        if not eligible(msg):
+        if not eligible(msg) or DIFF_KEY in msg["infer"]:
             return
         if msg["infer"].get("ils") is False:
             # Opting out also applies to a site written with an ILS distribution.

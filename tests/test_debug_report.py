@@ -129,7 +129,7 @@ def test_report_names_the_site_in_a_model():
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    svi = SVI(model, guide, Adam({"lr": 0.01}), loss=TraceILS_ELBO())
+    svi = SVI(model, guide, Adam({"lr": 0.01}), loss=TraceILS_ELBO(projection="midpoint"))
     with report_dropped_gradients() as report:
         svi.step(data)
     assert [site for site, _ in report.counts] == ["z"], str(report)

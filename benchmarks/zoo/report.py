@@ -276,7 +276,8 @@ Other runs shared the machine's two cores, so absolute seconds are noisy; the
 estimators of a seed ran one after another in one process.
 
 **Protocol.** The same learning-rate grid {p["lr_grid"]} for every estimator (widened
-by 5x at a best edge), then the temperature over {p["temperature_grid"]} for the peers;
+by 5x at a best edge), then the temperature over {p["temperature_grid"]} for the peers
+(widened by 2x at a best edge);
 each run trains until the metric ({p["metric"]}) improves by less than {p["tol"]:g}
 (relative) over the last fifth of the run, checked every {p["eval_every"]} steps from
 step {p["min_steps"]}, or up to {p["max_steps"]} steps. "Out of the box" is the

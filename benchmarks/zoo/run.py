@@ -11,7 +11,8 @@ Protocol (the same for every estimator):
   :data:`LR_GRID`, widened by a factor 5 at an edge that holds the best mean
   (up to :data:`MAX_WIDEN` times; an edge still best is reported); then, for the
   estimators with a temperature, the temperature over
-  :data:`~.estimators.TEMPERATURE_GRID` at that learning rate.
+  :data:`~.estimators.TEMPERATURE_GRID` at that learning rate, widened by a
+  factor 2 at a best edge in the same way.
 * **Reported seeds**: every estimator at its tuned setting and "out of the box"
   (the source's learning rate, temperature 1), interleaved seed by seed in one
   process, with ``torch.set_num_threads(1)``.
@@ -47,8 +48,13 @@ def _score(run) -> float:
     return run["final"].get("elbo", -math.inf) if run["stop"] != "diverged" else -math.inf
 
 
+#: The factor by which each grid is widened at a best edge.
+WIDEN_FACTOR = {"lr": 5.0, "temperature": 2.0}
+
+
 def _grid_search(task, values, make, seeds, bar, key):
     """Mean final metric over ``seeds`` at each value; widen at a best edge."""
+    factor = WIDEN_FACTOR[key]
     table, values = {}, list(values)
     for _ in range(MAX_WIDEN + 1):
         for v in values:
@@ -60,9 +66,9 @@ def _grid_search(task, values, make, seeds, bar, key):
             table[v] = _mean([_score(r) for r in runs])
         ordered = sorted(table)
         best = max(ordered, key=lambda v: table[v])
-        if key != "lr" or best not in (ordered[0], ordered[-1]) or len(ordered) < 2:
+        if best not in (ordered[0], ordered[-1]) or len(ordered) < 2:
             break
-        values = [best / 5 if best == ordered[0] else best * 5]
+        values = [best / factor if best == ordered[0] else best * factor]
     ordered = sorted(table)
     best = max(ordered, key=lambda v: table[v])
     edge = best in (ordered[0], ordered[-1])

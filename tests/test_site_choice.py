@@ -1,0 +1,172 @@
+"""The default's per-site choice (``pyro_ils.site_choice``): exact differences where a
+site has few alternatives and the model broadcasts over them, the midpoint limit
+elsewhere; visible, overridable, and falling back with a warning."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO, config_enumerate
+
+from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
+from pyro_ils.site_choice import DEFAULT_MAX_ALTERNATIVES, SiteChoiceWarning
+
+DATA = torch.tensor([-4.1, -3.7, 0.2, 0.4, 3.9, 4.4, -0.3, 4.0])
+
+
+def mixture_model(data, reshape=False, infer=None):
+    locs = pyro.param("locs", torch.tensor([-1.0, 0.0, 1.0]))
+    with pyro.plate("data", len(data)):
+        z = pyro.sample("z", dist.Categorical(logits=torch.zeros(3)))
+        mean = locs[z].view(len(data)) if reshape else locs[z]  # view: no broadcasting
+        pyro.sample("x", dist.Normal(mean, 1.0), obs=data)
+
+
+def mixture_guide(data, reshape=False, infer=None):
+    logits = pyro.param("logits", torch.randn(len(data), 3))
+    with pyro.plate("data", len(data)):
+        pyro.sample("z", dist.Categorical(logits=logits), infer=infer or {})
+
+
+def grads(elbo, model, guide, *args, seed=0):
+    pyro.set_rng_seed(seed)
+    with poutine.trace(param_only=True) as tr:
+        elbo.loss_and_grads(model, guide, *args)
+    params = {n: s["value"].unconstrained() for n, s in tr.trace.nodes.items()}
+    out = {n: p.grad.clone() for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _store():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    yield
+    pyro.clear_param_store()
+
+
+def test_a_mixture_gets_exact_differences_and_the_exact_gradient():
+    """One latent per data point: the default's gradient is the enumerated gradient
+    of ``TraceEnum_ELBO`` (an independent oracle), in every parameter."""
+    elbo = TraceILS_ELBO()
+    got = grads(elbo, mixture_model, mixture_guide, DATA)
+    choice = elbo.site_choices["z"]
+    assert choice.member == "exact differences" and choice.alternatives == 3
+    exact = grads(
+        TraceEnum_ELBO(max_plate_nesting=1), mixture_model, config_enumerate(mixture_guide), DATA
+    )
+    for name in ("locs", "logits"):
+        torch.testing.assert_close(got[name], exact[name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_default_is_TraceILSDiff_ELBO_where_every_site_qualifies():
+    got = grads(TraceILS_ELBO(), mixture_model, mixture_guide, DATA, seed=3)
+    ref = grads(TraceILSDiff_ELBO(), mixture_model, mixture_guide, DATA, seed=3)
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+def vae_model(x, infer=None):
+    decoder = pyro.param("decoder", torch.randn(3, 8, 5))
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.OneHotCategorical(logits=torch.zeros(3, 8)).to_event(1))
+        logits = torch.einsum("...lk,lkp->...p", z, decoder)
+        pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+
+def vae_guide(x, infer=None):
+    weight = pyro.param("encoder", torch.randn(5, 3 * 8) * 0.3)
+    with pyro.plate("data", len(x)):
+        logits = (x @ weight).reshape(len(x), 3, 8)
+        pyro.sample("z", dist.OneHotCategorical(logits=logits).to_event(1), infer=infer or {})
+
+
+X = (torch.rand(6, 5) > 0.5).float()
+
+
+def test_a_site_with_many_alternatives_gets_the_midpoint_limit():
+    """3 coupled latents x 8 categories = 24 alternatives > 20: the midpoint limit,
+    with the very gradient of ``TraceILS_ELBO(projection="midpoint")``."""
+    assert DEFAULT_MAX_ALTERNATIVES == 20
+    elbo = TraceILS_ELBO()
+    grads(elbo, vae_model, vae_guide, X)  # the first step chooses
+    choice = elbo.site_choices["z"]
+    assert choice.member == "midpoint limit" and choice.alternatives == 24, choice
+    got = grads(elbo, vae_model, vae_guide, X, seed=5)
+    ref = grads(TraceILS_ELBO(projection="midpoint"), vae_model, vae_guide, X, seed=5)
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+    # A larger budget gives the same site exact differences.
+    wide = TraceILS_ELBO(max_alternatives=24)
+    got = grads(wide, vae_model, vae_guide, X, seed=5)
+    assert wide.site_choices["z"].member == "exact differences"
+    ref = grads(TraceILSDiff_ELBO(), vae_model, vae_guide, X, seed=5)
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+def test_no_exact_differences_with_options_or_max_alternatives_0():
+    for elbo in (TraceILS_ELBO(max_alternatives=0), TraceILS_ELBO(projection="midpoint")):
+        got = grads(elbo, mixture_model, mixture_guide, DATA, seed=2)
+        assert elbo.site_choices == {}
+        ref = grads(
+            TraceILS_ELBO(step_size=0.0, projection="midpoint"),
+            mixture_model,
+            mixture_guide,
+            DATA,
+            seed=2,
+        )
+        for name in got:
+            torch.testing.assert_close(got[name], ref[name])
+
+
+@pytest.mark.parametrize(
+    "infer, member",
+    [
+        ({"ils": {"exact_differences": False}}, "midpoint limit"),
+        ({"ils": {"projection": "euclidean"}}, "first-order ILS"),
+    ],
+)
+def test_a_site_asks_for_a_first_order_member(infer, member):
+    elbo = TraceILS_ELBO()
+    got = grads(elbo, mixture_model, mixture_guide, DATA, False, infer, seed=4)
+    assert elbo.site_choices["z"].member == member
+    ref_elbo = TraceILS_ELBO(max_alternatives=0)
+    ref = grads(ref_elbo, mixture_model, mixture_guide, DATA, False, infer, seed=4)
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+def test_a_site_asks_for_exact_differences_past_the_budget():
+    elbo = TraceILS_ELBO(max_alternatives=2)
+    grads(elbo, vae_model, vae_guide, X, {"ils": {"exact_differences": True}})
+    assert elbo.site_choices["z"].member == "exact differences"
+
+
+def test_a_model_that_does_not_broadcast_falls_back_with_a_warning():
+    elbo = TraceILS_ELBO()
+    with pytest.warns(SiteChoiceWarning, match="'z' does not broadcast"):
+        got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
+    assert elbo.site_choices["z"].member == "midpoint limit"
+    ref = grads(TraceILS_ELBO(max_alternatives=0), mixture_model, mixture_guide, DATA, True, seed=6)
+    assert torch.isfinite(got["logits"]).all() and got["logits"].abs().sum() > 0
+    # Once chosen, the site is drawn by the midpoint limit: the same gradient.
+    got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "20"])
+def test_max_alternatives_is_checked(bad):
+    with pytest.raises(ValueError, match="max_alternatives"):
+        TraceILS_ELBO(max_alternatives=bad)
+
+
+def test_exact_differences_must_be_a_bool():
+    with pytest.raises(ValueError, match="exact_differences"):
+        TraceILS_ELBO().loss_and_grads(
+            mixture_model, mixture_guide, DATA, False, {"ils": {"exact_differences": 1}}
+        )
