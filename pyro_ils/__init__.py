@@ -16,6 +16,7 @@ from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
 from .projections import PROJECTIONS, TARGETS, project_simplex
 from .reparam import ILSReparam
 from .routing import ILSMessenger, to_ils
+from .site_choice import SiteChoice, SiteChoiceWarning
 from .site_weight import anneal
 
 __version__ = "0.1.0"
@@ -33,6 +34,8 @@ __all__ = [
     "ILSOneHotTensor",
     "ILSReparam",
     "PROJECTIONS",
+    "SiteChoice",
+    "SiteChoiceWarning",
     "TARGETS",
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
