@@ -353,11 +353,18 @@ def _check_mean_field(plans, alt_guide, rows: int, nesting: int) -> None:
             expected = log_prob[:1]  # a mean-field term is the same for every alternative
         else:
             continue
-        if not torch.allclose(log_prob, expected.expand_as(log_prob)):
+        expected = expected.expand_as(log_prob)
+        if not torch.allclose(log_prob, expected):
+            gap = (log_prob - expected).abs().max().item()
             raise ValueError(
                 f"TraceILSDiff_ELBO(mean_field=True): the guide's site {name!r} changes with "
-                "the value of a routed site drawn before it, so the guide is not mean field; "
-                "use mean_field=False"
+                f"the value of a routed site drawn before it (by up to {gap:.3g} in log q), "
+                "so the guide is not mean field; use mean_field=False. If the guide is "
+                "mean field, it draws randomness outside its sample sites (dynamic "
+                "binarization, dropout, a minibatch drawn with torch instead of a "
+                "subsampling plate): the run over the alternatives, which replays only the "
+                "sample sites, then sees other inputs, and the differences would be wrong "
+                "too. Draw that randomness outside the model and guide."
             )
 
 
