@@ -81,14 +81,25 @@ def guide_site_surrogate(site, log_r: LogRatio):
 class _ILSELBOMixin:
     #: The modes this ELBO supports; the first is its default.
     _guide_log_prob_modes: tuple[str, ...] = ("stl", "full")
+    #: What keeps the default's per-site choice from applying (see
+    #: :mod:`pyro_ils.site_choice`): nothing, sites left to the score function
+    #: (``"score_function"``) or enumerated sites (``"enumeration"``).
+    _default_blocker: str | None = None
 
     def __init__(
         self,
         step_size: float | None = None,
         projection: str | None = None,
         guide_log_prob: str | None = None,
+        max_alternatives: int | None = None,
         **elbo_kwargs,
     ):
+        from .site_choice import DefaultChoice
+
+        # The per-site choice of the default (``None`` once options are given).
+        self._choice = DefaultChoice.of(
+            type(self), (step_size, projection, guide_log_prob), max_alternatives, elbo_kwargs
+        )
         # The options as given (``None``: a site's own or the default, resolved per
         # site, so that ``infer={"ils": {"projection": ...}}`` gets that target's step).
         self._given = (step_size, projection)
@@ -103,6 +114,37 @@ class _ILSELBOMixin:
             )
         super().__init__(**elbo_kwargs)
 
+    @property
+    def max_alternatives(self) -> int:
+        """The default's largest number of alternatives per site for exact differences
+        (``0`` once options are given)."""
+        return 0 if self._choice is None else self._choice.max_alternatives
+
+    @property
+    def site_choices(self) -> dict:
+        """What the default gave each discrete guide site so far
+        (:class:`~pyro_ils.site_choice.SiteChoice` by site name); empty when options
+        were given (every site then gets first-order ILS with them)."""
+        return {} if self._choice is None else self._choice.site_choices
+
+    def _delegate(self, model, guide, args, kwargs):
+        """The ELBO that runs the default's per-site choice, or ``None`` (this one)."""
+        if self._choice is None:
+            return None
+        return self._choice.elbo(self, model, guide, args, kwargs)
+
+    def loss(self, model, guide, *args, **kwargs):
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.loss(model, guide, *args, **kwargs)
+        return super().loss(model, guide, *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.loss_and_grads(model, guide, *args, **kwargs)
+        return super().loss_and_grads(model, guide, *args, **kwargs)
+
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
         guide = ILSMessenger(*self._given, stl=stl)(guide)
@@ -110,6 +152,18 @@ class _ILSELBOMixin:
         with particle_weight(1.0 / self.num_particles):
             return super()._get_trace(model, guide, args, kwargs)
 
+
+_DEFAULT_DOC = """
+    **The default.** With none of ``step_size``, ``projection`` and
+    ``guide_log_prob`` given, each discrete guide site gets one of two ILS members,
+    chosen once per site by the rule of :mod:`pyro_ils.site_choice`: exact
+    differences over the site's alternatives (:class:`~pyro_ils.TraceILSDiff_ELBO`)
+    when it has at most ``max_alternatives`` of them and the model broadcasts over
+    them, the midpoint limit (ReinMax's estimator at temperature 1) otherwise.
+    ``elbo.site_choices`` shows the choice; ``infer={"ils": {"exact_differences":
+    False}}`` overrides it for one site. Any option given selects first-order ILS with
+    those options on every site, as does ``max_alternatives=0``.
+"""
 
 _OPTIONS_DOC = """
     :param float step_size: ILS step ``c >= 0`` for converted sites; ``None``
@@ -121,6 +175,9 @@ _OPTIONS_DOC = """
         ``"reference"``; see :func:`~pyro_ils.projections.intermediate_target`.
     :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,
         {modes}; see :mod:`pyro_ils.elbo`.
+    :param int max_alternatives: the default's largest number of alternatives per
+        site for exact differences (default
+        :data:`~pyro_ils.site_choice.DEFAULT_MAX_ALTERNATIVES`; ``0``: none).
     :param elbo_kwargs: passed to the base ELBO (``num_particles``,
         ``vectorize_particles``, ``max_plate_nesting``, ...).
 """
@@ -133,64 +190,16 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
     Example::
 
         svi = SVI(model, guide, optim, loss=TraceILS_ELBO())
-
-    **The default.** With none of ``step_size``, ``projection`` and
-    ``guide_log_prob`` given, each discrete guide site gets one of two ILS members,
-    chosen once per site by the rule of :mod:`pyro_ils.site_choice`: exact
-    differences over the site's alternatives (:class:`~pyro_ils.TraceILSDiff_ELBO`)
-    when it has at most ``max_alternatives`` of them and the model broadcasts over
-    them, the midpoint limit (ReinMax's estimator at temperature 1) otherwise.
-    ``elbo.site_choices`` shows the choice; ``infer={"ils": {"exact_differences":
-    False}}`` overrides it for one site. Any option given selects first-order ILS with
-    those options on every site, as does ``max_alternatives=0``.
     """
+        + _DEFAULT_DOC
         + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
-        + """
-    :param int max_alternatives: the default's largest number of alternatives per
-        site for exact differences (default
-        :data:`~pyro_ils.site_choice.DEFAULT_MAX_ALTERNATIVES`; ``0``: none).
-    """
     )
     _guide_log_prob_modes = ("stl", "full", "analytic")
 
-    def __init__(
-        self,
-        step_size: float | None = None,
-        projection: str | None = None,
-        guide_log_prob: str | None = None,
-        max_alternatives: int | None = None,
-        **elbo_kwargs,
-    ):
-        super().__init__(step_size, projection, guide_log_prob, **elbo_kwargs)
-        from .site_choice import DEFAULT_MAX_ALTERNATIVES, DefaultChoiceELBO
-
-        if max_alternatives is None:
-            max_alternatives = DEFAULT_MAX_ALTERNATIVES
-        if isinstance(max_alternatives, bool) or not isinstance(max_alternatives, int):
-            raise ValueError(f"max_alternatives must be an int >= 0, got {max_alternatives!r}")
-        if max_alternatives < 0:
-            raise ValueError(f"max_alternatives must be an int >= 0, got {max_alternatives!r}")
-        self.max_alternatives = max_alternatives
-        explicit = (step_size, projection, guide_log_prob) != (None, None, None)
-        self._default = None
-        if not explicit and max_alternatives > 0 and not self.vectorize_particles:
-            self._default = DefaultChoiceELBO(max_alternatives, **elbo_kwargs)
-
-    @property
-    def site_choices(self) -> dict:
-        """What the default gave each discrete guide site so far
-        (:class:`~pyro_ils.site_choice.SiteChoice` by site name); empty when options
-        were given (every site then gets first-order ILS with them)."""
-        return {} if self._default is None else dict(self._default.site_choices)
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        if self._default is not None:
-            return self._default.loss_and_grads(model, guide, *args, **kwargs)
-        return super().loss_and_grads(model, guide, *args, **kwargs)
-
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        if self._default is not None:
-            return self._default.differentiable_loss(model, guide, *args, **kwargs)
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.differentiable_loss(model, guide, *args, **kwargs)
         return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def _analytic_kls(self, model_trace, guide_trace) -> dict:
@@ -230,8 +239,6 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
         return -elbo, -surrogate
 
     def loss(self, model, guide, *args, **kwargs):
-        if self._default is not None:
-            return self._default.loss(model, guide, *args, **kwargs)
         if self.guide_log_prob != "analytic":
             return super().loss(model, guide, *args, **kwargs)
         loss = 0.0
@@ -248,7 +255,13 @@ class TraceGraphILS_ELBO(_ILSELBOMixin, TraceGraph_ELBO):
     Guide sites that are not routed (other non-reparameterizable distributions,
     sites marked ``infer={"ils": False}``) keep TraceGraph's score-function
     gradients, with Rao-Blackwellization and baselines.
+
+    **The default** is that of :class:`TraceILS_ELBO` where the guide leaves no site
+    to the score function (TraceGraph's gradient is then Trace's); where it does,
+    every routed site gets the midpoint limit and those sites keep TraceGraph's
+    baselines. The first step decides, from a trace of the guide.
     """ + _OPTIONS_DOC.format(modes='``"stl"`` (default) or ``"full"``')
+    _default_blocker = "score_function"
 
 
 class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
@@ -259,8 +272,20 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     model or the guide) are summed out exactly; the other discrete guide sites
     go through ILS. (TraceEnum's surrogate uses ``log q`` itself, so only
     ``guide_log_prob="full"`` applies.)
+
+    **The default** is that of :class:`TraceILS_ELBO` where neither the model nor the
+    guide marks a site for enumeration (TraceEnum's gradient is then Trace's); where
+    one does, every routed site gets the midpoint limit. The first step decides, from
+    a trace of the guide and of the model.
     """ + _OPTIONS_DOC.format(modes='``"full"`` only')
     _guide_log_prob_modes = ("full",)
+    _default_blocker = "enumeration"
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.differentiable_loss(model, guide, *args, **kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)

@@ -36,6 +36,13 @@ the mixtures there have 3 to 20 alternatives per draw and the categorical VAEs 2
 or more, whose decoder would run that many times per step. On a GPU, where the
 alternatives run in parallel, a larger ``max_alternatives`` is worth trying.
 
+``TraceGraphILS_ELBO()`` and ``TraceEnumILS_ELBO()`` apply the same rule where the
+guide leaves no site to the score function, respectively where no site of the model
+or guide is marked for enumeration (:func:`blocking_sites`): their gradient is then
+that of ``Trace_ELBO``, which the rule runs. Otherwise they give every routed site the
+midpoint limit (``TraceGraph_ELBO`` keeps its baselines for the score-function sites).
+The first step decides, from one trace of the guide and the model.
+
 ``elbo.site_choices`` shows what each site got, and the choices are logged at level
 ``INFO`` on the ``pyro_ils`` logger.
 
@@ -57,6 +64,8 @@ import warnings
 from typing import NamedTuple
 
 import torch
+from pyro import poutine
+from pyro.poutine.subsample_messenger import _Subsample
 
 from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
 from .routing import (
@@ -142,6 +151,97 @@ class _ChoosingMessenger(_PlainDrawMessenger):
         if choice is None:
             self.candidates.append(msg["name"])
         super()._pyro_sample(msg)
+
+
+def _probe_traces(model, guide, args, kwargs):
+    """A trace of the guide with its sites routed, and of the model against it."""
+    with poutine.block():
+        guide_trace = poutine.trace(ILSMessenger(stl=True)(guide)).get_trace(*args, **kwargs)
+        model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
+        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
+def _latent_sites(trace):
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            if not isinstance(site["fn"], _Subsample):
+                yield name, site
+
+
+def blocking_sites(blocker: str, model_trace, guide_trace) -> list[str]:
+    """The sites that keep the default from applying to an ELBO: guide sites left to
+    the score function (``"score_function"``) or sites marked for enumeration in the
+    model or the guide (``"enumeration"``)."""
+    if blocker == "score_function":
+        return [n for n, s in _latent_sites(guide_trace) if not s["fn"].has_rsample]
+    return [
+        n
+        for t in (guide_trace, model_trace)
+        for n, s in _latent_sites(t)
+        if s["infer"].get("enumerate")
+    ]
+
+
+def check_max_alternatives(value) -> int:
+    if value is None:
+        return DEFAULT_MAX_ALTERNATIVES
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_alternatives must be an int >= 0, got {value!r}")
+    return value
+
+
+class DefaultChoice:
+    """The default of one ILS ELBO: its budget and, once the first step has decided,
+    the :class:`DefaultChoiceELBO` that runs it (or none, where the ELBO keeps the
+    midpoint limit on every site because of :func:`blocking_sites`)."""
+
+    def __init__(self, blocker: str | None, max_alternatives: int, elbo_kwargs: dict):
+        self.blocker, self.max_alternatives = blocker, max_alternatives
+        self._kwargs = dict(elbo_kwargs)
+        self._elbo: DefaultChoiceELBO | None = None
+        self._decided = blocker is None
+        self._kept: dict[str, SiteChoice] = {}
+        if blocker is None:
+            self._elbo = DefaultChoiceELBO(max_alternatives, **self._kwargs)
+
+    @classmethod
+    def of(cls, elbo_class, options, max_alternatives, elbo_kwargs) -> DefaultChoice | None:
+        """The default's state for an ELBO built with ``options`` (``step_size``,
+        ``projection``, ``guide_log_prob``); ``None`` where options select first-order
+        ILS on every site."""
+        max_alternatives = check_max_alternatives(max_alternatives)
+        if tuple(options) != (None, None, None) or max_alternatives == 0:
+            return None
+        if elbo_kwargs.get("vectorize_particles"):
+            return None
+        return cls(elbo_class._default_blocker, max_alternatives, elbo_kwargs)
+
+    @property
+    def site_choices(self) -> dict[str, SiteChoice]:
+        return dict(self._elbo.site_choices if self._elbo is not None else self._kept)
+
+    def elbo(self, owner, model, guide, args, kwargs) -> DefaultChoiceELBO | None:
+        if not self._decided:
+            model_trace, guide_trace = _probe_traces(model, guide, args, kwargs)
+            blocking = blocking_sites(self.blocker, model_trace, guide_trace)
+            if blocking:
+                self._keep(type(owner).__name__, blocking, guide_trace)
+            else:
+                self._elbo = DefaultChoiceELBO(self.max_alternatives, **self._kwargs)
+            self._decided = True
+        return self._elbo
+
+    def _keep(self, owner: str, blocking: list[str], guide_trace) -> None:
+        why = "score-function" if self.blocker == "score_function" else "enumerated"
+        reason = f"{owner}() with {why} sites {blocking}"
+        for name, site in _latent_sites(guide_trace):
+            if site["fn"].has_rsample and _wraps_ils(site["fn"]):
+                ils = site["infer"].get("ils")
+                own = isinstance(ils, dict) and bool({"step_size", "projection"} & set(ils))
+                member = FIRST_ORDER if own else MIDPOINT
+                self._kept[name] = SiteChoice(member, None, reason)
+                _log.info("%s: site %r gets %s", owner, name, self._kept[name])
 
 
 class _Redraw(Exception):

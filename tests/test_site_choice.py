@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
-from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
+from pyro_ils import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO, TraceILSDiff_ELBO
 from pyro_ils.site_choice import DEFAULT_MAX_ALTERNATIVES, SiteChoiceWarning
 
 DATA = torch.tensor([-4.1, -3.7, 0.2, 0.4, 3.9, 4.4, -0.3, 4.0])
@@ -170,3 +170,62 @@ def test_exact_differences_must_be_a_bool():
         TraceILS_ELBO().loss_and_grads(
             mixture_model, mixture_guide, DATA, False, {"ils": {"exact_differences": 1}}
         )
+
+
+def two_site_model(data, reparam=False, infer=None):
+    mixture_model(data)
+    pyro.sample("w", dist.Poisson(3.0))
+
+
+def two_site_guide(data, reparam=False, infer=None):
+    mixture_guide(data)
+    rate = pyro.param("rate", torch.tensor(2.0), constraint=dist.constraints.positive)
+    pyro.sample("w", dist.Poisson(rate))  # no ILS version: the score function
+
+
+@pytest.mark.parametrize("elbo_class", [TraceGraphILS_ELBO, TraceEnumILS_ELBO])
+def test_the_other_elbos_get_the_same_default(elbo_class):
+    """With no site left to the score function and none enumerated, TraceGraph's and
+    TraceEnum's gradients are Trace's: the same per-site choice, the exact gradient."""
+    elbo = elbo_class(max_plate_nesting=1)
+    got = grads(elbo, mixture_model, mixture_guide, DATA)
+    assert elbo.site_choices["z"].member == "exact differences"
+    exact = grads(
+        TraceEnum_ELBO(max_plate_nesting=1), mixture_model, config_enumerate(mixture_guide), DATA
+    )
+    for name in ("locs", "logits"):
+        torch.testing.assert_close(got[name], exact[name], rtol=1e-5, atol=1e-6)
+
+
+def test_tracegraph_keeps_its_baselines_next_to_a_score_function_site():
+    elbo = TraceGraphILS_ELBO()
+    grads(elbo, two_site_model, two_site_guide, DATA)  # the first step decides
+    choice = elbo.site_choices["z"]
+    assert choice.member == "midpoint limit" and "score-function sites ['w']" in choice.reason
+    got = grads(elbo, two_site_model, two_site_guide, DATA, seed=8)
+    ref = grads(
+        TraceGraphILS_ELBO(projection="midpoint"), two_site_model, two_site_guide, DATA, seed=8
+    )
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
+def test_traceenum_keeps_the_midpoint_limit_next_to_an_enumerated_site():
+    def model(data):
+        mixture_model(data)
+        pyro.sample("c", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+
+    elbo = TraceEnumILS_ELBO(max_plate_nesting=1)
+    grads(elbo, model, mixture_guide, DATA)
+    choice = elbo.site_choices["z"]
+    assert choice.member == "midpoint limit" and "enumerated sites ['c']" in choice.reason
+    got = grads(elbo, model, mixture_guide, DATA, seed=9)
+    ref = grads(
+        TraceEnumILS_ELBO(projection="midpoint", max_plate_nesting=1),
+        model,
+        mixture_guide,
+        DATA,
+        seed=9,
+    )
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
