@@ -30,9 +30,11 @@ from tqdm import tqdm
 
 from . import record
 from .estimators import ESTIMATORS, TEMPERATURE_GRID
-from .mixtures import TASKS
+from .mixtures import TASKS as _MIXTURES
 from .training import train
+from .vaes import TASKS as _VAES
 
+TASKS = {**_MIXTURES, **_VAES}
 LR_GRID = (0.01, 0.05, 0.25)
 MAX_WIDEN = 2
 TUNING_SEEDS = (100, 101)
