@@ -66,6 +66,7 @@ from typing import NamedTuple
 import torch
 from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
+from pyro.util import get_rng_state, set_rng_state
 
 from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
 from .routing import (
@@ -155,10 +156,16 @@ class _ChoosingMessenger(_PlainDrawMessenger):
 
 def _probe_traces(model, guide, args, kwargs):
     """A trace of the guide with its sites routed, and of the model against it."""
-    with poutine.block():
-        guide_trace = poutine.trace(ILSMessenger(stl=True)(guide)).get_trace(*args, **kwargs)
-        model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
-        model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+    # The probe leaves the random state as it found it: the first step draws what
+    # it would have drawn without it.
+    state = get_rng_state()
+    try:
+        with poutine.block():
+            guide_trace = poutine.trace(ILSMessenger(stl=True)(guide)).get_trace(*args, **kwargs)
+            model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
+            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+    finally:
+        set_rng_state(state)
     return model_trace, guide_trace
 
 
@@ -263,11 +270,14 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
 
     def _get_trace(self, model, guide, args, kwargs):
         model = GivenValueMessenger()(model)
+        # A trace drawn again once new sites are chosen draws the same values.
+        state = get_rng_state()
         for _ in range(3):
             try:
                 with particle_weight(1.0 / self.num_particles):
                     return super()._get_trace(model, guide, args, kwargs)
             except _Redraw:
+                set_rng_state(state)
                 continue
         raise RuntimeError("TraceILS_ELBO: the site choices did not settle")  # pragma: no cover
 

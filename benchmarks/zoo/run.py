@@ -8,8 +8,9 @@
 Protocol (the same for every estimator):
 
 * **Tuning** on seeds disjoint from the reported ones: the learning rate over
-  :data:`LR_GRID`, widened by a factor 5 at an edge that holds the best mean
-  (up to :data:`MAX_WIDEN` times; an edge still best is reported); then, for the
+  :data:`LR_GRID` (or the model's own grid, :func:`lr_grid`), widened by a factor 5
+  at an edge that holds the best mean (up to :data:`MAX_WIDEN` times; an edge
+  still best is reported); then, for the
   estimators with a temperature, the temperature over
   :data:`~.estimators.TEMPERATURE_GRID` at that learning rate, widened by a
   factor 2 at a best edge in the same way.
@@ -29,13 +30,24 @@ import torch
 from tqdm import tqdm
 
 from . import record
+from .air import TASKS as _AIR
 from .estimators import ESTIMATORS, TEMPERATURE_GRID
 from .mixtures import TASKS as _MIXTURES
+from .ssvae import TASKS as _SSVAE
 from .training import train
 from .vaes import TASKS as _VAES
 
-TASKS = {**_MIXTURES, **_VAES}
+TASKS = {**_MIXTURES, **_VAES, **_SSVAE, **_AIR}
 LR_GRID = (0.01, 0.05, 0.25)
+
+
+def lr_grid(task) -> tuple[float, ...]:
+    """The model's learning-rate grid (the same for every estimator): its own
+    ``lr_grid`` where it has one (the VAEs, around their sources' 1e-3 and 4.2e-4),
+    else :data:`LR_GRID`."""
+    return tuple(getattr(task, "lr_grid", LR_GRID))
+
+
 MAX_WIDEN = 2
 TUNING_SEEDS = (100, 101)
 REPORTED_SEEDS = (0, 1, 2, 3, 4)
@@ -82,7 +94,7 @@ def tune(task, names, seeds, bar) -> dict:
     for name in names:
         est = ESTIMATORS[name]
         lr, lr_edge, lr_table = _grid_search(
-            task, LR_GRID, lambda v, e=est: (e, v), seeds, bar, "lr"
+            task, lr_grid(task), lambda v, e=est: (e, v), seeds, bar, "lr"
         )
         entry = {"lr": lr, "lr_edge": lr_edge, "lr_table": lr_table}
         if est.temperature is not None:
@@ -123,7 +135,7 @@ def main(argv=None) -> dict:
         "source": task.source,
         "quick": args.quick,
         "protocol": {
-            "lr_grid": list(LR_GRID),
+            "lr_grid": list(lr_grid(task)),
             "temperature_grid": list(TEMPERATURE_GRID),
             "source_lr": task.lr,
             "max_steps": task.max_steps,

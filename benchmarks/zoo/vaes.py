@@ -116,6 +116,7 @@ def mlp(*sizes: int) -> nn.Sequential:
 
 
 class _VAE(Task):
+    lr_grid = (2e-4, 1e-3, 5e-3)  #: around the sources' 1e-3, widened at an edge
     """A VAE with Bernoulli pixels and one discrete latent site ``z`` per image, of
     event shape :attr:`latent` and a uniform prior."""
 
