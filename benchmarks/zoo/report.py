@@ -318,11 +318,11 @@ seconds), from their curves.
 """
 
 
-def index(results) -> str:
+def index(results, not_run=()) -> str:
     rows = [
         "| model | exact referee | default − exact | best of the rest (final ELBO) |"
-        " default's goals met |",
-        "|---|---|---|---|---|",
+        " default's goals met | commit |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         finals = {
@@ -336,13 +336,20 @@ def index(results) -> str:
         rows.append(
             f"| [{r['title']}]({r['model']}.md) | {'yes' if exact else 'no'} | {gap} | "
             f"{r['estimators'][best]['label']} ({finals[best]:.1f}; default "
-            f"{finals[DEFAULT]:.1f}) | {met} of {len(gs)} |"
+            f"{finals[DEFAULT]:.1f}) | {met} of {len(gs)} | `{(r['commit'] or '?')[:7]}` |"
+        )
+    pending = ""
+    if not_run:
+        pending = (
+            "\n\nIn `benchmarks/zoo/` but without a result file yet (their suites have not "
+            "been run): " + ", ".join(f"`{name}`" for name in not_run) + "."
         )
     return (
         "# The zoo\n\nPyro's own models with discrete guide sites, each trained with "
         "every relevant estimator to convergence (`benchmarks/zoo/`). Which estimator "
         "for which model, read off the result files (`python -m benchmarks.zoo.report`):\n\n"
         + "\n".join(rows)
+        + pending
         + "\n\n```{toctree}\n:maxdepth: 1\n\n"
         + "\n".join(r["model"] for r in results)
         + "\n```\n"
@@ -356,7 +363,10 @@ def main(argv=None) -> int:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     results = [r for r in results if not r.get("quick")]
     pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
-    pages[DOCS / "index.md"] = index(results)
+    from .run import TASKS
+
+    done = {r["model"] for r in results}
+    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done))
     stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:
