@@ -79,7 +79,7 @@ from .routing import (
 )
 from .site_weight import particle_weight
 
-__all__ = ["DEFAULT_MAX_ALTERNATIVES", "SiteChoice", "SiteChoiceWarning"]
+__all__ = ["DEFAULT_MAX_ALTERNATIVES", "SiteChoice", "SiteChoiceWarning", "blocking_sites"]
 
 #: Sites with at most this many alternatives get exact differences by default.
 DEFAULT_MAX_ALTERNATIVES = 20
