@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .estimators import Estimator
-from .mixtures import Task, _noise
+from .mixtures import Epochs, Task, _noise, run_generator
 
 CANVAS, WINDOW, MAX_DIGITS, STEPS = 40, 20, 2, 3
 Z_WHAT, HIDDEN, EMBED, MLP_HIDDEN = 20, 128, 100, 100
@@ -272,14 +272,10 @@ class AIR(Task):
         self.decoder = mlp(Z_WHAT, MLP_HIDDEN, WINDOW * WINDOW)  # from the run's seed
         self.net = _Guide()
         self.baseline = _Recurrent(1) if estimator.name == "tracegraph" else None
-        self._batches = torch.Generator().manual_seed(torch.initial_seed())
-        self._order = torch.empty(0, dtype=torch.long)
+        self._next = Epochs(len(self.data), self.batch_size, run_generator())
 
     def batch(self) -> tuple:
-        if len(self._order) < self.batch_size:  # a new epoch
-            self._order = torch.randperm(len(self.data), generator=self._batches)
-        idx, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
-        return self.data, idx
+        return self.data, self._next()
 
     def site(self, name, cls, infer=None, **params):
         """A ``z_pres`` site, ``cls(**params).to_event(1)``, drawn as the estimator asks,

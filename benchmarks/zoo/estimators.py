@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
-from pyro_ils.estimators import ReinMaxCategorical, STGumbelCategorical
+from pyro_ils.estimators import (
+    ReinMaxCategorical,
+    ReinMaxOneHotCategorical,
+    STGumbelCategorical,
+    STGumbelOneHotCategorical,
+)
+
+#: The one-hot version of each peer's (index-valued) site class.
+_ONE_HOT = {
+    ReinMaxCategorical: ReinMaxOneHotCategorical,
+    STGumbelCategorical: STGumbelOneHotCategorical,
+}
 
 
 @dataclass
@@ -40,6 +51,13 @@ class Estimator:
         if self.site_class is None:
             return cls
         return functools.partial(self.site_class, temperature=self.temperature)
+
+    def one_hot(self) -> Estimator:
+        """The estimator for a ``OneHotCategorical`` site: a peer's class swapped for
+        its one-hot version, as a user would."""
+        if self.site_class is None:
+            return self
+        return dataclasses.replace(self, site_class=_ONE_HOT[self.site_class])
 
     def with_temperature(self, temperature: float) -> Estimator:
         return dataclasses.replace(self, temperature=temperature)

@@ -52,6 +52,28 @@ class Task:
         return (self.data,)
 
 
+class Epochs:
+    """Minibatches of ``size`` indices out of ``n``, without replacement, epoch by
+    epoch, from ``generator`` (seeded from the run's seed, so that every estimator
+    sees the same minibatches at a seed)."""
+
+    def __init__(self, n: int, size: int, generator: torch.Generator):
+        self.n, self.size, self.generator = n, size, generator
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def __call__(self) -> torch.Tensor:
+        if len(self._order) < self.size:  # a new epoch
+            self._order = torch.randperm(self.n, generator=self.generator)
+        idx, self._order = self._order[: self.size], self._order[self.size :]
+        return idx
+
+
+def run_generator() -> torch.Generator:
+    """A generator seeded from the run's seed (``torch.initial_seed()`` after
+    ``pyro.set_rng_seed``)."""
+    return torch.Generator().manual_seed(torch.initial_seed())
+
+
 @contextlib.contextmanager
 def _noise(seed: int = 12345):
     """Fixed noise for an evaluation, leaving the training's RNG state as it was."""

@@ -88,7 +88,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -97,15 +96,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_ils.estimators import (
-    ReinMaxCategorical,
-    ReinMaxOneHotCategorical,
-    STGumbelCategorical,
-    STGumbelOneHotCategorical,
-)
-
 from .estimators import Estimator
-from .mixtures import Task, _noise
+from .mixtures import Epochs, Task, _noise, run_generator
 
 CLASSES, PIXELS = 10, 784
 HIDDEN = 128  #: hidden units of every network (Pyro: 500)
@@ -113,10 +105,6 @@ Z_DIM = 50  #: dims of ``z`` (Pyro's)
 AUX = 46.0  #: Pyro's ``--aux-loss-multiplier``
 LABELS_PER_CLASS = 10  #: 100 labelled training images
 TEST_EVERY = 5  #: every fifth digit is held out
-_ONE_HOT = {
-    ReinMaxCategorical: ReinMaxOneHotCategorical,
-    STGumbelCategorical: STGumbelOneHotCategorical,
-}
 
 
 @functools.cache
@@ -195,22 +183,12 @@ class SSVAE(Task):
                 "decoder": _mlp(Z_DIM + CLASSES, PIXELS),
             }
         )
-        self._batches = torch.Generator().manual_seed(torch.initial_seed())
-        self._orders = {
-            "lab": torch.empty(0, dtype=torch.long),
-            "unl": torch.empty(0, dtype=torch.long),
-        }
-
-    def _next(self, kind: str, n: int, size: int) -> torch.Tensor:
-        order = self._orders[kind]
-        if len(order) < size:  # a new epoch
-            order = torch.randperm(n, generator=self._batches)
-        self._orders[kind] = order[size:]
-        return order[:size]
+        generator = run_generator()  # one generator for both streams
+        self._next_lab = Epochs(self.n_lab, self.batch_lab, generator)
+        self._next_unl = Epochs(self.n_unl, self.batch_unl, generator)
 
     def batch(self) -> tuple:
-        i_lab = self._next("lab", self.n_lab, self.batch_lab)
-        i_unl = self._next("unl", self.n_unl, self.batch_unl)
+        i_lab, i_unl = self._next_lab(), self._next_unl()
         return self.x_lab[i_lab], self.y_lab[i_lab], self.x_unl[i_unl]
 
     def site(self, name, cls, **params):
@@ -218,7 +196,7 @@ class SSVAE(Task):
         classes are swapped for their one-hot versions."""
         est = self.estimator
         if est.site_class is not None:
-            est = dataclasses.replace(est, site_class=_ONE_HOT[est.site_class])
+            est = est.one_hot()
         return pyro.sample(name, est.site_dist(cls)(**params), infer=dict(est.site_infer))
 
     # -- the source's networks -------------------------------------------------------

@@ -62,7 +62,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -72,22 +71,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_ils.estimators import (
-    ReinMaxCategorical,
-    ReinMaxOneHotCategorical,
-    STGumbelCategorical,
-    STGumbelOneHotCategorical,
-)
-
 from .estimators import Estimator
-from .mixtures import Task, _noise
+from .mixtures import Epochs, Task, _noise, run_generator
 
 THRESHOLD = 0.5  #: a pixel is 1 where ``pixel / 255 > THRESHOLD``
 TEST_EVERY = 5  #: every fifth digit is held out
-_ONE_HOT = {
-    ReinMaxCategorical: ReinMaxOneHotCategorical,
-    STGumbelCategorical: STGumbelOneHotCategorical,
-}
 _NO_ENUM = ("trace", "tracegraph", "ils_default", "ils_midpoint")
 
 
@@ -165,14 +153,10 @@ class _VAE(Task):
     def reset(self, estimator: Estimator) -> None:
         super().reset(estimator)
         self.encoder, self.decoder = self.networks()  # initialized from the run's seed
-        self._batches = torch.Generator().manual_seed(torch.initial_seed())
-        self._order = torch.empty(0, dtype=torch.long)
+        self._next = Epochs(len(self.data), self.batch_size, run_generator())
 
     def batch(self) -> tuple:
-        if len(self._order) < self.batch_size:  # a new epoch
-            self._order = torch.randperm(len(self.data), generator=self._batches)
-        idx, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
-        return self.data, idx
+        return self.data, self._next()
 
     def site(self, name, cls, **params):
         """The guide's site, ``cls(**params).to_event(1)``, drawn as the estimator asks;
@@ -181,7 +165,7 @@ class _VAE(Task):
         if est.site_class is not None:
             if cls is not dist.OneHotCategorical:
                 raise ValueError(f"{est.label} has no {cls.__name__} class in pyro_ils.estimators")
-            est = dataclasses.replace(est, site_class=_ONE_HOT[est.site_class])
+            est = est.one_hot()
         fn = est.site_dist(cls)(**params).to_event(1)
         return pyro.sample(name, fn, infer=dict(est.site_infer))
 
