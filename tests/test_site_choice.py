@@ -40,6 +40,12 @@ def grads(elbo, model, guide, *args, seed=0):
     return out
 
 
+def assert_same(got, ref):
+    assert got.keys() == ref.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name])
+
+
 @pytest.fixture(autouse=True)
 def _store():
     pyro.clear_param_store()
@@ -65,8 +71,7 @@ def test_a_mixture_gets_exact_differences_and_the_exact_gradient():
 def test_the_default_is_TraceILSDiff_ELBO_where_every_site_qualifies():
     got = grads(TraceILS_ELBO(), mixture_model, mixture_guide, DATA, seed=3)
     ref = grads(TraceILSDiff_ELBO(), mixture_model, mixture_guide, DATA, seed=3)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 def vae_model(x, infer=None):
@@ -97,15 +102,13 @@ def test_a_site_with_many_alternatives_gets_the_midpoint_limit():
     assert choice.member == "midpoint limit" and choice.alternatives == 24, choice
     got = grads(elbo, vae_model, vae_guide, X, seed=5)
     ref = grads(TraceILS_ELBO(projection="midpoint"), vae_model, vae_guide, X, seed=5)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
     # A larger budget gives the same site exact differences.
     wide = TraceILS_ELBO(max_alternatives=24)
     got = grads(wide, vae_model, vae_guide, X, seed=5)
     assert wide.site_choices["z"].member == "exact differences"
     ref = grads(TraceILSDiff_ELBO(), vae_model, vae_guide, X, seed=5)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 def test_no_exact_differences_with_options_or_max_alternatives_0():
@@ -119,8 +122,7 @@ def test_no_exact_differences_with_options_or_max_alternatives_0():
             DATA,
             seed=2,
         )
-        for name in got:
-            torch.testing.assert_close(got[name], ref[name])
+        assert_same(got, ref)
 
 
 @pytest.mark.parametrize(
@@ -136,8 +138,7 @@ def test_a_site_asks_for_a_first_order_member(infer, member):
     assert elbo.site_choices["z"].member == member
     ref_elbo = TraceILS_ELBO(max_alternatives=0)
     ref = grads(ref_elbo, mixture_model, mixture_guide, DATA, False, infer, seed=4)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 def test_a_site_asks_for_exact_differences_past_the_budget():
@@ -155,8 +156,7 @@ def test_a_model_that_does_not_broadcast_falls_back_with_a_warning():
     assert torch.isfinite(got["logits"]).all() and got["logits"].abs().sum() > 0
     # Once chosen, the site is drawn by the midpoint limit: the same gradient.
     got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "20"])
@@ -206,8 +206,7 @@ def test_tracegraph_keeps_its_baselines_next_to_a_score_function_site():
     ref = grads(
         TraceGraphILS_ELBO(projection="midpoint"), two_site_model, two_site_guide, DATA, seed=8
     )
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 def test_traceenum_keeps_the_midpoint_limit_next_to_an_enumerated_site():
@@ -227,8 +226,7 @@ def test_traceenum_keeps_the_midpoint_limit_next_to_an_enumerated_site():
         DATA,
         seed=9,
     )
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
 
 
 @pytest.mark.parametrize("elbo_class", [TraceILS_ELBO, TraceGraphILS_ELBO])
@@ -237,5 +235,4 @@ def test_choosing_leaves_the_first_steps_draws_alone(elbo_class):
     state as it was: that step's gradient is already the chosen member's."""
     got = grads(elbo_class(), vae_model, vae_guide, X, seed=11)
     ref = grads(elbo_class(projection="midpoint"), vae_model, vae_guide, X, seed=11)
-    for name in got:
-        torch.testing.assert_close(got[name], ref[name])
+    assert_same(got, ref)
