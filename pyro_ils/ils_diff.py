@@ -73,7 +73,10 @@ example a per-data-point latent with its own likelihood), and ``M = C K`` where
 ``C`` is the number of the site's elements that the terms couple (for example
 ``L`` latents of one image in a ``latents`` plate, or ``.to_event`` dims: each
 is changed on its own). The model and guide must broadcast over that new
-dimension, as they must for ``TraceEnum_ELBO``'s parallel enumeration.
+dimension, as they must for ``TraceEnum_ELBO``'s parallel enumeration. The guide's
+run is without gradient (its terms enter the differences only). More than
+``chunk_size`` rows are run in chunks, so that the memory stays that of one chunk
+(:mod:`pyro_ils.alternatives`).
 
 **Which terms couple.** A plate of the site is treated as splitting its terms
 when every site after it (in the guide, and in the model after the model's site
@@ -96,7 +99,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
@@ -107,10 +109,10 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
-from pyro.util import check_site_shape
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from .alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size, is_term, run_over_rows
 from .elbo import LogRatio, guide_site_surrogate
 from .ils import finite
 from .options import check_options, check_projection
@@ -244,13 +246,9 @@ def _frames(site) -> dict[int, str]:
     return {f.dim: f.name for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None}
 
 
-def _is_term(site) -> bool:
-    return site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
-
-
 def _later_sites(trace, name):
     """The sample sites after ``name`` in ``trace`` (every site when it has none)."""
-    names = [n for n, s in trace.nodes.items() if _is_term(s)]
+    names = [n for n, s in trace.nodes.items() if is_term(s)]
     start = names.index(name) + 1 if name in names else 0
     return [trace.nodes[n] for n in names[start:]]
 
@@ -259,7 +257,7 @@ def _max_plate_nesting(*traces) -> int:
     nesting = 0
     for trace in traces:
         for site in trace.nodes.values():
-            if _is_term(site):
+            if is_term(site):
                 nesting = max(nesting, len(site["fn"].batch_shape), *(-d for d in _frames(site)))
     return nesting
 
@@ -344,7 +342,7 @@ def _check_mean_field(plans, alt_guide, rows: int, nesting: int) -> None:
     own.compute_log_prob()
     alt_guide.compute_log_prob()
     for name, site in alt_guide.nodes.items():
-        if not _is_term(site):
+        if not is_term(site):
             continue
         log_prob = site["log_prob"]
         if name in own.nodes:
@@ -414,6 +412,11 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         guide is not mean field.
     :param int max_plate_nesting: the number of batch dims to the right of the
         alternatives' dim (default: the largest found in the traces).
+    :param int chunk_size: the most rows of alternatives (summed over the sites) run at
+        once (default :data:`~pyro_ils.alternatives.DEFAULT_CHUNK_SIZE`); more rows are
+        run in chunks, under activation checkpointing where they keep a gradient path,
+        so that the memory of the run over the alternatives stays that of one chunk
+        (:mod:`pyro_ils.alternatives`). ``None``: all rows at once.
     :param elbo_kwargs: passed to :class:`~pyro.infer.Trace_ELBO`
         (``num_particles``, ...; ``vectorize_particles`` is not supported).
 
@@ -428,6 +431,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         rao_blackwellize: bool = True,
         mean_field: bool = False,
         max_plate_nesting: int | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         **elbo_kwargs,
     ):
         self.step_size, self.projection = check_diff_options(step_size, projection)
@@ -438,6 +442,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         self.mean_field = bool(mean_field)
         self._mean_field_checked = False
         self._nesting = max_plate_nesting
+        self.chunk_size = check_chunk_size(chunk_size)
         super().__init__(**elbo_kwargs)
 
     # -- traces -------------------------------------------------------------------
@@ -514,30 +519,24 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         replaced = _with_subsamples(guide_trace, self._subsamples)
         for plan in plans:
             replaced.nodes[plan.name] = {**plan.site, "value": plan.stacked(rows)}
-        # The alternatives are valid values by construction and every other value was
-        # validated in the draw's run: the distributions built in this run skip it.
-        with poutine.block(), pyro.validation_enabled(False):
-            if self.mean_field and self._mean_field_checked:
-                alt_guide = _own_terms(plans, rows)
-            else:
-                alt_guide = poutine.trace(poutine.replay(guide, trace=replaced)).get_trace(
-                    *args, **kwargs
+        routed = [plan.name for plan in plans]
+        if self.mean_field and self._mean_field_checked:
+            alt_guide = _own_terms(plans, rows)
+            alt_guide.compute_log_prob()
+        else:
+            # The guide's terms enter the differences only, never the surrogate.
+            with torch.no_grad():
+                alt_guide = run_over_rows(
+                    guide, replaced, routed, rows, nesting, self.chunk_size, args, kwargs
                 )
-            # The model replays the values only: the guide's draws and the routed sites'
-            # alternatives, as ``replaced`` holds them.
-            alt_model = poutine.trace(poutine.replay(model, trace=replaced)).get_trace(
-                *args, **kwargs
-            )
+        # The model replays the values only: the guide's draws and the routed sites'
+        # alternatives, as ``replaced`` holds them.
+        alt_model = run_over_rows(
+            model, replaced, routed, rows, nesting, self.chunk_size, args, kwargs
+        )
         if self.mean_field and not self._mean_field_checked:
             _check_mean_field(plans, alt_guide, rows, nesting)
             self._mean_field_checked = True
-        for trace in (alt_guide, alt_model):
-            trace.compute_log_prob()
-            for term in trace.nodes.values():
-                if _is_term(term):
-                    # Every term must broadcast over the alternatives' dim, as
-                    # for parallel enumeration; this raises where it does not.
-                    check_site_shape(term, nesting)
         return [self._site_differences(plan, alt_guide, alt_model, rows, nesting) for plan in plans]
 
     def _site_differences(self, plan, alt_guide, alt_model, rows, nesting):
@@ -557,7 +556,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             (alt_model, -1.0, plan.model_scope),
         ):
             for other, term in trace.nodes.items():
-                if other not in scope or not _is_term(term):
+                if other not in scope or not is_term(term):
                     continue
                 if plan.kl is not None and other == plan.name:
                     continue
