@@ -15,13 +15,13 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, config_enumerate
+from test_ils_diff_rao_blackwell import K, _randn, mixture_guide, mixture_model
 from torch import nn
 
 from pyro_ils import TraceILSDiff_ELBO
 from pyro_ils.alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size
 
 DTYPE = torch.float64
-N, K = 4, 5
 
 
 @pytest.fixture(autouse=True)
@@ -29,27 +29,6 @@ def _clean():
     pyro.clear_param_store()
     yield
     pyro.clear_param_store()
-
-
-def _randn(*shape, seed):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DTYPE)
-
-
-DATA = _randn(N, seed=3)
-
-
-def mixture_model():
-    locs = pyro.param("locs", lambda: _randn(K, seed=1))
-    prior = pyro.param("prior", lambda: _randn(K, seed=2))
-    with pyro.plate("data", N):
-        z = pyro.sample("z", dist.Categorical(logits=prior))
-        pyro.sample("x", dist.Normal(locs[z], 1.0), obs=DATA)
-
-
-def mixture_guide():
-    logits = pyro.param("logits", lambda: _randn(N, K, seed=4))
-    with pyro.plate("data", N):
-        pyro.sample("z", dist.Categorical(logits=logits))
 
 
 def coupled_model():
@@ -174,19 +153,19 @@ def saved_bytes_and_grads(chunk_size):
 
 
 def test_chunks_bound_the_memory_kept_for_backward():
-    """``M = 4 * 5 = 20`` rows of alternatives: run whole, the decoder's activations
-    for all 20 rows are kept; in chunks of 4 they are recomputed chunk by chunk."""
+    """``M = 4 * 4 = 16`` rows of alternatives: run whole, the decoder's activations
+    for all 16 rows are kept; in chunks of 4 they are recomputed chunk by chunk."""
     whole, g_whole, fwd_whole, all_whole = saved_bytes_and_grads(None)
     chunked, g_chunked, fwd_chunked, all_chunked = saved_bytes_and_grads(4)
     for a, b in zip(g_whole, g_chunked, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
-    # one hidden layer of 20 rows x 8 images x 256 units in float64 is 327,680 bytes
-    assert whole - chunked > 20 * 8 * HIDDEN * 8
+    # one hidden layer of 16 rows x 8 images x 256 units in float64 is 262,144 bytes
+    assert whole - chunked > 16 * 8 * HIDDEN * 8
     assert chunked < whole / 3
-    # the draw's run and one run over all rows; then the draw's run and five chunks,
+    # the draw's run and one run over all rows; then the draw's run and four chunks,
     # each run again in the backward pass
     assert (fwd_whole, all_whole) == (2, 2)
-    assert (fwd_chunked, all_chunked) == (6, 11)
+    assert (fwd_chunked, all_chunked) == (5, 9)
 
 
 def test_no_grad_chunks_are_not_recomputed():
@@ -200,4 +179,4 @@ def test_no_grad_chunks_are_not_recomputed():
         TraceILSDiff_ELBO(chunk_size=4, rao_blackwellize=False).differentiable_loss(
             vae.model, vae.guide
         )
-    assert vae.runs == 6
+    assert vae.runs == 5
