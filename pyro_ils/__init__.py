@@ -6,6 +6,13 @@ their parameters receive the ILS gradient instead of a score-function term.
 """
 
 from .debug import GradientDropReport, ILSGradientDropWarning, report_dropped_gradients
+from .distributed import (
+    DistributedELBOModule,
+    load_checkpoint,
+    save_checkpoint,
+    seed_rank,
+    sync_elbo_state,
+)
 from .distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
 from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from .ils import ils_onehot
@@ -24,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_PROJECTION",
     "DEFAULT_STEP_SIZE",
+    "DistributedELBOModule",
     "GradientDropReport",
     "ILSBernoulli",
     "ILSCategorical",
@@ -44,7 +52,11 @@ __all__ = [
     "TraceILS_ELBO",
     "anneal",
     "ils_onehot",
+    "load_checkpoint",
     "project_simplex",
     "report_dropped_gradients",
+    "save_checkpoint",
+    "seed_rank",
+    "sync_elbo_state",
     "to_ils",
 ]

@@ -43,6 +43,7 @@ from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import torch_item
+from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from .options import check_guide_log_prob, check_options
@@ -145,6 +146,15 @@ class _ILSELBOMixin:
             return elbo.loss_and_grads(model, guide, *args, **kwargs)
         return super().loss_and_grads(model, guide, *args, **kwargs)
 
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """A tensor whose value is the loss and whose gradient is the estimate, as
+        ``loss_and_grads`` computes it (for Pyro's ``ELBOModule``,
+        ``elbo(model, guide)``, and DDP)."""
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.differentiable_loss(model, guide, *args, **kwargs)
+        return super().differentiable_loss(model, guide, *args, **kwargs)
+
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
         guide = ILSMessenger(*self._given, stl=stl)(guide)
@@ -196,12 +206,6 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
     )
     _guide_log_prob_modes = ("stl", "full", "analytic")
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        elbo = self._delegate(model, guide, args, kwargs)
-        if elbo is not None:
-            return elbo.differentiable_loss(model, guide, *args, **kwargs)
-        return super().differentiable_loss(model, guide, *args, **kwargs)
-
     def _analytic_kls(self, model_trace, guide_trace) -> dict:
         kls = {}
         for name, site in guide_trace.nodes.items():
@@ -249,7 +253,19 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
         return loss
 
 
-class TraceGraphILS_ELBO(_ILSELBOMixin, TraceGraph_ELBO):
+class _TraceGraphDifferentiableLoss(TraceGraph_ELBO):
+    """``differentiable_loss`` for :class:`~pyro.infer.TraceGraph_ELBO`, which has none."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        # The value is the loss (minus the ELBO estimate); the gradient is that of
+        # TraceGraph's surrogate: pathwise terms, score-function terms with their
+        # downstream costs and baselines, and the loss of learned baselines.
+        elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
+        warn_if_nan(surrogate_loss, "loss")
+        return -torch_item(elbo) + (surrogate_loss - torch_item(surrogate_loss))
+
+
+class TraceGraphILS_ELBO(_ILSELBOMixin, _TraceGraphDifferentiableLoss):
     __doc__ = """:class:`~pyro.infer.TraceGraph_ELBO` with discrete guide sites drawn by ILS.
 
     Guide sites that are not routed (other non-reparameterizable distributions,
@@ -281,12 +297,6 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     _guide_log_prob_modes = ("full",)
     _default_blocker = "enumeration"
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        elbo = self._delegate(model, guide, args, kwargs)
-        if elbo is not None:
-            return elbo.differentiable_loss(model, guide, *args, **kwargs)
-        return super().differentiable_loss(model, guide, *args, **kwargs)
-
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         sequential = [
@@ -302,6 +312,7 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
             and site["infer"].get("enumerate") is None
             and site["infer"].get("ils", True) is not False
             and has_ils_version(site["fn"])
+            and not _linear_backward(site["fn"])
         ]
         if sequential and routed:
             # Each sequentially enumerated trace would replay the ILS draws and
@@ -311,3 +322,13 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
                 f"next to ILS sites {routed}; use infer={{'enumerate': 'parallel'}}"
             )
         return model_trace, guide_trace
+
+
+def _linear_backward(fn) -> bool:
+    """Whether ``fn`` is an ILS distribution (possibly inside wrappers) whose backward
+    is linear in the incoming gradient: a small-step limit (``step_size=0``)."""
+    while not hasattr(fn, "step_size"):
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return fn.step_size == 0
