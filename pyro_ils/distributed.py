@@ -111,9 +111,11 @@ def elbo_state(elbo: ELBO | None = None) -> dict[str, Tensor]:
     return {name: t.detach().clone() for name, t in _state_tensors(elbo)}
 
 
-def load_elbo_state(elbo: ELBO | None, state: dict[str, Tensor]) -> None:
+def load_elbo_state(elbo: ELBO | None, state: dict[str, Tensor], strict: bool = True) -> None:
     """Put back what :func:`elbo_state` returned. Baselines are restored into the
-    param store; the ELBO's tuned tensors must exist (after one step) to be restored."""
+    param store; the ELBO's tuned tensors (REBAR, RELAX) are created at its first step,
+    so they are restored only after one (``KeyError`` before, or skipped with
+    ``strict=False``)."""
     store = pyro.get_param_store()
     tuned = dict(_state_tensors(elbo))
     for name, value in state.items():
@@ -122,7 +124,7 @@ def load_elbo_state(elbo: ELBO | None, state: dict[str, Tensor]) -> None:
         elif name in tuned:
             with torch.no_grad():
                 tuned[name].copy_(value)
-        else:
+        elif strict:
             raise KeyError(f"{name!r}: the ELBO has no such state yet (run one step first)")
 
 

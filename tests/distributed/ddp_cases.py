@@ -55,6 +55,8 @@ def weighted(mask, scale):
 
 
 class Model(PyroModule):
+    """``x`` is the minibatch ``data[idx]``; the plate has the full size ``N``."""
+
     def __init__(self) -> None:
         super().__init__()
         self.locs = nn.Parameter(torch.randn(K, D))
@@ -62,7 +64,7 @@ class Model(PyroModule):
     def forward(self, x, idx, mask=None, scale=1.0):
         with pyro.plate("data", N, subsample=idx), weighted(mask, scale):
             z = pyro.sample("z", dist.OneHotCategorical(logits=x.new_zeros(K)))
-            pyro.sample("x", dist.Normal(z @ self.locs, 1.0).to_event(1), obs=x[idx])
+            pyro.sample("x", dist.Normal(z @ self.locs, 1.0).to_event(1), obs=x)
 
 
 class Guide(PyroModule):
@@ -73,7 +75,7 @@ class Guide(PyroModule):
         self.site_infer = site_infer or {}
 
     def forward(self, x, idx, mask=None, scale=1.0):
-        logits = self.encoder(x[idx])
+        logits = self.encoder(x)
         with pyro.plate("data", N, subsample=idx), weighted(mask, scale):
             pyro.sample("z", dist.OneHotCategorical(logits=logits), infer=self.site_infer)
 

@@ -96,7 +96,7 @@ def train(name, rank, world, x, device, steps: int = 4) -> dict:
     losses, synced = [], []
     for _, idx in batches(rank, world, 0, steps, device):
         optimizer.zero_grad()
-        loss = ddp(x, idx)
+        loss = ddp(x[idx], idx)
         loss.backward()
         optimizer.step()
         synced = module.sync_state()
@@ -124,7 +124,7 @@ def plain_elbo_module_fails(rank, world, x, device) -> str:
     ddp = DDP(ELBOModule(model, guide, elbo))
     try:
         for _, idx in batches(rank, world, 0, 3, device):
-            ddp(x, idx).backward()
+            ddp(x[idx], idx).backward()
     except RuntimeError as error:
         return str(error)
     return ""
@@ -155,14 +155,14 @@ def resumed_run(name, rank, world, x, device, path, stop_at, steps) -> torch.Ten
             save_checkpoint(path, module, optimizer, step=step)
             model, guide, elbo = build(name, seed=7, device=device)  # other parameters
             module = DistributedELBOModule(model, guide, elbo)
-            module(x, idx)  # the state that is created at the first step
+            module(x[idx], idx)  # the state that is created at the first step
             ddp = DDP(module)
             optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
             pyro.set_rng_seed(99)  # other generators
             tdist.barrier()
             assert load_checkpoint(path, module, optimizer)["step"] == step
         optimizer.zero_grad()
-        ddp(x, idx).backward()
+        ddp(x[idx], idx).backward()
         optimizer.step()
         module.sync_state()
     return flat_params(module).cpu()
@@ -192,7 +192,7 @@ def run_kill(rank, world, device, out_dir) -> dict:
             print("rank 1: dying at step 3", flush=True)
             os._exit(17)  # no clean-up, as a killed process
         optimizer.zero_grad()
-        ddp(x, idx).backward()
+        ddp(x[idx], idx).backward()
         optimizer.step()
         save_checkpoint(path, module, optimizer, step=step)
         print(f"rank {rank}: step {step} saved", flush=True)

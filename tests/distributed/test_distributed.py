@@ -21,12 +21,18 @@ steps); the tests below read what each rank measured:
 * **a rank killed mid-run** makes the other fail within the timeout, and the last
   checkpoint loads.
 
+Under Lightning (``lightning_worker.py``, ``Trainer(strategy="ddp", devices=2,
+accelerator="cpu")``) every ELBO trains and keeps the ranks identical, and
+``examples/distributed_vae.py`` runs on two CPU processes. These need the
+``distributed`` extra (``lightning``): skipped without it, an error under CI.
+
 NCCL variants run the same worker on two GPUs where present (marked ``cuda``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -64,11 +70,11 @@ def _steps(name, use_differentiable_loss, steps):
         optimizer.zero_grad()
         pyro.set_rng_seed(10 + step)
         if use_differentiable_loss:
-            loss = module(x, idx)
+            loss = module(x[idx], idx)
             loss.backward()
             loss = loss.item()
         else:
-            loss = elbo.loss_and_grads(model, guide, x, idx)
+            loss = elbo.loss_and_grads(model, guide, x[idx], idx)
         grads.append((loss, flat_grads(module)))
         optimizer.step()
     return grads
@@ -140,6 +146,32 @@ def gloo_run(tmp_path_factory):
     return _run_elbos(tmp_path_factory, "gloo")
 
 
+def needs_lightning():
+    try:
+        import lightning  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail('CI must install the distributed extra (pip install -e ".[distributed]")')
+        pytest.skip('lightning is not installed (pip install -e ".[distributed]")')
+
+
+def run_script(args, timeout):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def lightning_run(tmp_path_factory):
+    needs_lightning()
+    out_dir = tmp_path_factory.mktemp("lightning")
+    run_script([os.path.join(HERE, "lightning_worker.py"), str(out_dir)], timeout=420)
+    return out_dir
+
+
 def _needs_two_gpus():
     return pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs two CUDA devices")
 
@@ -191,6 +223,32 @@ def test_plain_elbo_module_needs_every_parameter_used(gloo_run):
     """The reason for DistributedELBOModule: the guide's ``unused`` parameter."""
     for result in gloo_run:
         assert "finished reduction" in result["plain_error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_lightning_ddp_trains_every_elbo(lightning_run, name):
+    rank0, rank1 = (
+        torch.load(lightning_run / f"{name}.rank{r}.pt", weights_only=False) for r in range(WORLD)
+    )
+    assert rank0["world"] == rank1["world"] == WORLD
+    assert torch.equal(rank0["init"], rank1["init"])
+    assert torch.equal(rank0["final"], rank1["final"])
+    assert not torch.equal(rank0["final"], rank0["init"])
+
+
+@pytest.mark.slow
+def test_distributed_vae_example_on_two_cpu_processes(tmp_path):
+    needs_lightning()
+    out = run_script(
+        ["examples/distributed_vae.py", "--devices", "2", "--accelerator", "cpu"]
+        + ["--strategy", "ddp", "--max-steps", "6", "--batch-size", "32", "--no-progress"]
+        + ["--out", str(tmp_path)],
+        timeout=300,
+    )
+    match = re.search(r"held-out ELBO \(exact\): (-?[\d.]+) nats per image", out)
+    assert match and -60 < float(match.group(1)) < 0, out
+    assert os.path.isfile(tmp_path / "last.ckpt"), os.listdir(tmp_path)
 
 
 @pytest.mark.cuda
