@@ -13,15 +13,16 @@ the step follows the mean of ``R`` independent estimates of the full-data gradie
 
 What this module adds to that pattern:
 
-* :func:`seed_rank`: a documented per-rank seed, so that ranks draw different
+* :func:`~pyro_ils.seed_rank`: a documented per-rank seed, so that ranks draw different
   samples while the parameters, built before it, are identical;
-* :class:`DistributedELBOModule`: an ``ELBOModule`` whose loss also reaches every
+* :class:`~pyro_ils.DistributedELBOModule`: an ``ELBOModule`` whose loss also reaches every
   parameter (with a zero weight), so that DDP needs no ``find_unused_parameters=True``
   when a step leaves some parameter without a gradient, and whose
-  :meth:`~DistributedELBOModule.sync_state` averages the state that an ELBO keeps
-  outside the gradient (:func:`sync_elbo_state`);
-* :func:`save_checkpoint` and :func:`load_checkpoint`: the module, the optimizer,
-  that state and every rank's random number generators, written atomically by rank 0.
+  :meth:`~pyro_ils.DistributedELBOModule.sync_state` averages the state that an ELBO keeps
+  outside the gradient (:func:`~pyro_ils.sync_elbo_state`);
+* :func:`~pyro_ils.save_checkpoint` and :func:`~pyro_ils.load_checkpoint`: the module,
+  the optimizer, that state and every rank's random number generators, written
+  atomically by rank 0.
 
 ``docs/distributed.md`` has the whole pattern, its pitfalls and a measured run.
 
@@ -41,8 +42,8 @@ from typing import Any
 import pyro
 import torch
 import torch.distributed as dist
-from pyro.infer.elbo import ELBO, ELBOModule
-from torch import Tensor, nn
+from pyro.infer.elbo import ELBOModule
+from torch import Tensor
 
 __all__ = [
     "BASELINE_PREFIX",
@@ -82,7 +83,8 @@ def seed_rank(seed: int, rank: int | None = None) -> int:
     the draws of a step are correlated across ranks.
 
     :param int seed: the run's seed, the same on every rank.
-    :param int rank: this process's rank (default: :func:`rank_and_world_size`).
+    :param int rank: this process's rank (default: the rank that
+        :func:`~pyro_ils.distributed.rank_and_world_size` finds).
     :returns: the seed used, ``seed + rank``.
     """
     if rank is None:
@@ -91,7 +93,7 @@ def seed_rank(seed: int, rank: int | None = None) -> int:
     return seed + rank
 
 
-def _state_tensors(elbo: ELBO | None) -> Iterator[tuple[str, Tensor]]:
+def _state_tensors(elbo: pyro.infer.elbo.ELBO | None) -> Iterator[tuple[str, Tensor]]:
     """The tensors that an ELBO keeps outside the gradient, by name: the decaying-average
     baselines in Pyro's param store and the ELBO's ``tuned_parameters()`` (REBAR's
     :math:`\\eta` and :math:`\\log\\lambda`, RELAX's control variate)."""
@@ -105,17 +107,19 @@ def _state_tensors(elbo: ELBO | None) -> Iterator[tuple[str, Tensor]]:
             yield f"tuned.{i}", tensor
 
 
-def elbo_state(elbo: ELBO | None = None) -> dict[str, Tensor]:
+def elbo_state(elbo: pyro.infer.elbo.ELBO | None = None) -> dict[str, Tensor]:
     """A copy of the state that ``elbo`` keeps outside the gradient (see
-    :func:`sync_elbo_state`), for a checkpoint."""
+    :func:`~pyro_ils.sync_elbo_state`), for a checkpoint."""
     return {name: t.detach().clone() for name, t in _state_tensors(elbo)}
 
 
-def load_elbo_state(elbo: ELBO | None, state: dict[str, Tensor], strict: bool = True) -> None:
-    """Put back what :func:`elbo_state` returned. Baselines are restored into the
-    param store; the ELBO's tuned tensors (REBAR, RELAX) are created at its first step,
-    so they are restored only after one (``KeyError`` before, or skipped with
-    ``strict=False``)."""
+def load_elbo_state(
+    elbo: pyro.infer.elbo.ELBO | None, state: dict[str, Tensor], strict: bool = True
+) -> None:
+    """Put back what :func:`~pyro_ils.distributed.elbo_state` returned. Baselines are
+    restored into the param store; the ELBO's tuned tensors (REBAR, RELAX) are created
+    at its first step, so they are restored only after one (``KeyError`` before, or
+    skipped with ``strict=False``)."""
     store = pyro.get_param_store()
     tuned = dict(_state_tensors(elbo))
     for name, value in state.items():
@@ -128,7 +132,7 @@ def load_elbo_state(elbo: ELBO | None, state: dict[str, Tensor], strict: bool = 
             raise KeyError(f"{name!r}: the ELBO has no such state yet (run one step first)")
 
 
-def sync_elbo_state(elbo: ELBO | None = None, group: Any = None) -> list[str]:
+def sync_elbo_state(elbo: pyro.infer.elbo.ELBO | None = None, group: Any = None) -> list[str]:
     r"""Average over the ranks the state that ``elbo`` keeps outside the gradient.
 
     Call it on every rank after each optimizer step (a collective; nothing happens
@@ -146,7 +150,7 @@ def sync_elbo_state(elbo: ELBO | None = None, group: Any = None) -> list[str]:
       temperature, RELAX's control-variate network). Under an ``ELBOModule`` they are
       not tuned (only ``loss_and_grads`` tunes them), so they keep their initial
       values; RELAX's default network is built at the first step from the random
-      generator, which :func:`seed_rank` makes differ across ranks: averaging it after
+      generator, which :func:`~pyro_ils.seed_rank` makes differ across ranks: averaging it after
       the first step gives all ranks one control variate. (A control variate that
       differs across ranks would still leave every rank's estimate unbiased.)
 
@@ -221,7 +225,11 @@ class DistributedELBOModule(ELBOModule):
     """
 
     def __init__(
-        self, model: nn.Module, guide: nn.Module, elbo: ELBO, touch_all_parameters: bool = True
+        self,
+        model: torch.nn.Module,
+        guide: torch.nn.Module,
+        elbo: pyro.infer.elbo.ELBO,
+        touch_all_parameters: bool = True,
     ) -> None:
         super().__init__(model, guide, elbo)
         self.touch_all_parameters = bool(touch_all_parameters)
@@ -233,7 +241,7 @@ class DistributedELBOModule(ELBOModule):
         return loss
 
     def sync_state(self, group: Any = None) -> list[str]:
-        """:func:`sync_elbo_state` of this module's ELBO."""
+        """:func:`~pyro_ils.sync_elbo_state` of this module's ELBO."""
         return sync_elbo_state(self.elbo, group)
 
 
@@ -262,18 +270,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    path: str | os.PathLike,
-    module: nn.Module,
+    path: str,
+    module: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    elbo: ELBO | None = None,
+    elbo: pyro.infer.elbo.ELBO | None = None,
     **extra: Any,
 ) -> None:
     """Save a checkpoint on rank 0; call it on every rank (it gathers their generators).
 
     The file holds ``module.state_dict()`` (the model and guide of an ``ELBOModule``;
     pass the module, not its DDP wrapper), the optimizer's state, the state kept
-    outside the gradient (:func:`elbo_state`; ``elbo`` defaults to ``module.elbo``),
-    the random generators of every rank, the world size and ``extra`` (e.g.
+    outside the gradient (:func:`~pyro_ils.distributed.elbo_state`; ``elbo`` defaults to
+    ``module.elbo``), the random generators of every rank, the world size and ``extra`` (e.g.
     ``step=step``). It is written to a temporary file and renamed, so a process killed
     while saving leaves the previous checkpoint whole.
 
@@ -307,18 +315,18 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike,
-    module: nn.Module,
+    path: str,
+    module: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    elbo: ELBO | None = None,
+    elbo: pyro.infer.elbo.ELBO | None = None,
     restore_rng: bool = True,
 ) -> dict[str, Any]:
-    """Load what :func:`save_checkpoint` wrote, on every rank, and return its ``extra``.
+    """Load what :func:`~pyro_ils.save_checkpoint` wrote, on every rank, and return its ``extra``.
 
     Restores the module, the optimizer, the ELBO's state and (with ``restore_rng``)
     this rank's random generators, so that the resumed run continues the interrupted
     one exactly. The generators need the same number of ranks as the saved run
-    (``ValueError`` otherwise; pass ``restore_rng=False`` and call :func:`seed_rank`
+    (``ValueError`` otherwise; pass ``restore_rng=False`` and call :func:`~pyro_ils.seed_rank`
     with a new seed to resume on another number).
     """
     if elbo is None:
