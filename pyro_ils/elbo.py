@@ -47,7 +47,7 @@ from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from .options import check_guide_log_prob, check_options
-from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils, has_ils_version
+from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils
 from .site_weight import particle_weight
 
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
@@ -304,22 +304,25 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
             for name, site in guide_trace.nodes.items()
             if site["type"] == "sample" and site["infer"].get("enumerate") == "sequential"
         ]
-        routed = [
+        # A site drawn before a sequentially enumerated one is replayed in each of its
+        # traces as plain data (``ILSMessenger``): TraceEnum's score function covers
+        # it. A site drawn after it is drawn by ILS in each trace, whose loss TraceEnum
+        # weights by the enumerated value's probability: only a backward that is
+        # linear in the incoming gradient (a small-step limit) carries that weight.
+        nonlinear = [
             name
             for name, site in guide_trace.nodes.items()
             if site["type"] == "sample"
             and not site["is_observed"]
-            and site["infer"].get("enumerate") is None
-            and site["infer"].get("ils", True) is not False
-            and has_ils_version(site["fn"])
+            and _wraps_ils(site["fn"])
             and not _linear_backward(site["fn"])
         ]
-        if sequential and routed:
-            # Each sequentially enumerated trace would replay the ILS draws and
-            # run their (nonlinear) backward once more.
+        if sequential and nonlinear:
             raise NotImplementedError(
                 f"TraceEnumILS_ELBO: guide sites {sequential} are enumerated sequentially "
-                f"next to ILS sites {routed}; use infer={{'enumerate': 'parallel'}}"
+                f"next to ILS sites {nonlinear} with step_size > 0, whose backward is not "
+                "linear in the incoming gradient; use infer={'enumerate': 'parallel'} or "
+                "a small-step limit (step_size=0)"
             )
         return model_trace, guide_trace
 

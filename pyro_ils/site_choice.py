@@ -41,7 +41,8 @@ guide leaves no site to the score function, respectively where no site of the mo
 or guide is marked for enumeration (:func:`blocking_sites`): their gradient is then
 that of ``Trace_ELBO``, which the rule runs. Otherwise they give every routed site the
 midpoint limit (``TraceGraph_ELBO`` keeps its baselines for the score-function sites).
-The first step decides, from one trace of the guide and the model.
+The first step with each ``(model, guide)`` pair decides, from one trace of the guide
+and the model.
 
 ``elbo.site_choices`` shows what each site got, and the choices are logged at level
 ``INFO`` on the ``pyro_ils`` logger.
@@ -199,15 +200,20 @@ def check_max_alternatives(value) -> int:
 
 
 class DefaultChoice:
-    """The default of one ILS ELBO: its budget and, once the first step has decided,
-    the :class:`DefaultChoiceELBO` that runs it (or none, where the ELBO keeps the
-    midpoint limit on every site because of :func:`blocking_sites`)."""
+    """The default of one ILS ELBO: its budget and, for each model and guide it has
+    run, the :class:`DefaultChoiceELBO` that runs it (or none, where the ELBO keeps
+    the midpoint limit on every site because of :func:`blocking_sites`).
+
+    An ELBO with a blocker decides at the first step of each ``(model, guide)`` pair,
+    so that one instance can serve several models (Pyro's tests reuse one
+    ``TraceEnum_ELBO`` for a model without enumerated sites and one with them)."""
 
     def __init__(self, blocker: str | None, max_alternatives: int, elbo_kwargs: dict):
         self.blocker, self.max_alternatives = blocker, max_alternatives
         self._kwargs = dict(elbo_kwargs)
+        #: ``(model, guide) -> (elbo or None, the sites kept at the midpoint limit)``
+        self._decisions: dict[tuple, tuple[DefaultChoiceELBO | None, dict]] = {}
         self._elbo: DefaultChoiceELBO | None = None
-        self._decided = blocker is None
         self._kept: dict[str, SiteChoice] = {}
         if blocker is None:
             self._elbo = DefaultChoiceELBO(max_alternatives, **self._kwargs)
@@ -226,29 +232,35 @@ class DefaultChoice:
 
     @property
     def site_choices(self) -> dict[str, SiteChoice]:
+        """The choices of the model and guide run last."""
         return dict(self._elbo.site_choices if self._elbo is not None else self._kept)
 
     def elbo(self, owner, model, guide, args, kwargs) -> DefaultChoiceELBO | None:
-        if not self._decided:
+        if self.blocker is None:
+            return self._elbo
+        key = (model, guide)
+        if key not in self._decisions:
             model_trace, guide_trace = _probe_traces(model, guide, args, kwargs)
             blocking = blocking_sites(self.blocker, model_trace, guide_trace)
             if blocking:
-                self._keep(type(owner).__name__, blocking, guide_trace)
+                decision = (None, self._keep(type(owner).__name__, blocking, guide_trace))
             else:
-                self._elbo = DefaultChoiceELBO(self.max_alternatives, **self._kwargs)
-            self._decided = True
+                decision = (DefaultChoiceELBO(self.max_alternatives, **self._kwargs), {})
+            self._decisions[key] = decision
+        self._elbo, self._kept = self._decisions[key]
         return self._elbo
 
-    def _keep(self, owner: str, blocking: list[str], guide_trace) -> None:
+    def _keep(self, owner: str, blocking: list[str], guide_trace) -> dict[str, SiteChoice]:
         why = "score-function" if self.blocker == "score_function" else "enumerated"
         reason = f"{owner}() with {why} sites {blocking}"
+        kept = {}
         for name, site in _latent_sites(guide_trace):
             if site["fn"].has_rsample and _wraps_ils(site["fn"]):
                 ils = site["infer"].get("ils")
                 own = isinstance(ils, dict) and bool({"step_size", "projection"} & set(ils))
-                member = FIRST_ORDER if own else MIDPOINT
-                self._kept[name] = SiteChoice(member, None, reason)
-                _log.info("%s: site %r gets %s", owner, name, self._kept[name])
+                kept[name] = SiteChoice(FIRST_ORDER if own else MIDPOINT, None, reason)
+                _log.info("%s: site %r gets %s", owner, name, kept[name])
+        return kept
 
 
 class _Redraw(Exception):

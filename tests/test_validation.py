@@ -213,31 +213,3 @@ def test_option_precedence_through_two_wrappers():
     while not isinstance(fn, ILSCategorical):
         fn = fn.base_dist
     assert fn.step_size == 0.1
-
-
-def test_sequential_guide_enumeration_next_to_ils_raises():
-    """Sequential enumeration replays the ILS draw into every enumerated trace (each
-    would run the ILS backward again): a clear error, parallel works."""
-    from pyro_ils import TraceEnumILS_ELBO
-
-    locs = torch.tensor([-2.0, 0.0, 2.0])
-
-    def model():
-        z = pyro.sample("z", dist.Categorical(torch.ones(3) / 3))
-        w = pyro.sample("w", dist.Bernoulli(0.5))
-        pyro.sample("x", dist.Normal(locs[z] + w, 1.0), obs=torch.tensor(2.5))
-
-    def make_guide(mode):
-        def guide():
-            lz = pyro.param("lz", torch.zeros(3))
-            lw = pyro.param("lw", torch.tensor(0.0))
-            pyro.sample("z", dist.Categorical(logits=lz))
-            pyro.sample("w", dist.Bernoulli(logits=lw), infer={"enumerate": mode})
-
-        return guide
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    TraceEnumILS_ELBO(max_plate_nesting=0).loss_and_grads(model, make_guide("parallel"))
-    with pytest.raises(NotImplementedError, match="sequentially"):
-        TraceEnumILS_ELBO(max_plate_nesting=0).loss_and_grads(model, make_guide("sequential"))
