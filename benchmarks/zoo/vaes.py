@@ -33,18 +33,14 @@ their one-hot versions (``ReinMaxOneHotCategorical``, ``STGumbelOneHotCategorica
 as a user would. No Bernoulli version of either exists in ``pyro_ils.estimators``, so
 the Bernoulli VAE runs without them.
 
-**Caps.** One training step, measured with ``torch.set_num_threads(1)`` on the 2-core
-CPU of the zoo while other benchmarks shared it (the median of 20 steps after 5
-warm-up steps at load average 3.4, then of 40 after 5 at load average 5.6; the two
-differ by up to 2x, so the caps use their mean), is given in each task's docstring.
-A full suite is at most about 140 runs for
-the categorical VAEs (per estimator: 5 learning rates x 2 tuning seeds, up to 5
-temperatures x 2 for the peers, 5 reported seeds x 2 settings) and 80 for the
-Bernoulli VAE; ``max_steps`` is set so that these, with their evaluations, fit in
-about 45 minutes per model; the IW bound at the end of every run (tuning runs too,
-as :mod:`.training` evaluates every run) takes a third of that. These caps are a few
-epochs: most runs will stop at ``max_steps``, far from converged, and the tables
-compare estimators early in training, not at convergence.
+**Caps.** Each task's docstring gives its measured step times and its cap. A full
+suite is about 85 runs for the categorical VAEs run without ``ils_midpoint`` (which is
+``ils_default`` here; per estimator: 3 to 5 learning rates x 2 tuning seeds, 3 to 5
+temperatures x 2 for the peers, 5 reported seeds x 1 or 2 settings) and 80 for the
+Bernoulli VAE. The categorical VAEs' caps (30 epochs) take a suite about 70 minutes on
+one core; the Bernoulli VAE's cap (16 epochs) was set for 45 minutes from step times
+measured under load. Runs that reach the cap before the convergence rule stops them
+are named on the zoo pages.
 
 References:
     Jang, E., Gu, S. and Poole, B. (2017). Categorical reparameterization with
@@ -246,32 +242,34 @@ class CatVAE20x10(_CategoricalVAE):
     """The categorical VAE with ``N = 20`` latents of ``K = 10`` categories (Jang et
     al.'s and ReinMax's MNIST setting).
 
-    Measured ms per step (two measurements): trace 41/41, tracegraph 123/57,
-    ils_default 47/66, ils_midpoint 49/73, reinmax 49/76, st_gumbel 49/95; the final
-    evaluation 6 to 12 s (mostly the IW bound's 100,000 decoder passes), ``elbo`` 0.3
-    to 0.5 s. Cap: 150 steps (3.75 epochs), ``elbo`` every 30 steps from step 90:
-    about 140 x (150 x 64 ms + 5 x 0.35 s + 8 s) = 45 minutes."""
+    Measured ms per step with ``torch.set_num_threads(1)`` (the mean of 30 steps after
+    5 warm-up steps, another single-thread job on the other core, at commit
+    ``bb08c18``): trace 36, tracegraph 41, ils_default 31, ils_midpoint 30, reinmax 31,
+    st_gumbel 31; ``elbo`` 0.16 s, the final evaluation 5 to 10 s. Cap: 1,200 steps
+    (30 epochs), ``elbo`` every 60 steps from step 300: about 85 runs x (1200 x 32 ms
+    + 20 x 0.16 s + 8 s) = 70 minutes on one core. (The first caps, 150 and 180 steps,
+    came from step times measured under three times this load; a suite at them took
+    20 minutes and ended every run early in training.)"""
 
     name = "cat_vae_20x10"
     title = "Categorical VAE, 20 x 10 (Gumbel-Softmax, ReinMax), binarized MNIST"
     N, K = 20, 10
-    max_steps, min_steps, eval_every, tol = 150, 90, 30, 1e-3
+    max_steps, min_steps, eval_every, tol = 1200, 300, 60, 1e-3
 
 
 class CatVAE4x8(_CategoricalVAE):
     """The categorical VAE with ``N = 4`` latents of ``K = 8`` categories (the small
     setting of ReinMax's paper).
 
-    Measured ms per step (two measurements): trace 39/54, tracegraph 53/104,
-    ils_default 43/59, ils_midpoint 44/75, reinmax 38/62, st_gumbel 40/80; the final
-    evaluation 5 to 11 s, ``elbo`` 0.2 to 0.5 s. Cap: 180 steps (4.5 epochs), ``elbo``
-    every 30 steps from step 90: about 140 x (180 x 57 ms + 6 x 0.35 s + 7 s) = 45
-    minutes."""
+    Measured ms per step as for :class:`CatVAE20x10`: trace 28, tracegraph 55,
+    ils_default 32, ils_midpoint 25, reinmax 26, st_gumbel 28; ``elbo`` 0.17 s. Cap:
+    1,200 steps (30 epochs), ``elbo`` every 60 steps from step 300, as for
+    :class:`CatVAE20x10`."""
 
     name = "cat_vae_4x8"
     title = "Categorical VAE, 4 x 8 (ReinMax), binarized MNIST"
     N, K = 4, 8
-    max_steps, min_steps, eval_every, tol = 180, 90, 30, 1e-3
+    max_steps, min_steps, eval_every, tol = 1200, 300, 60, 1e-3
 
 
 class BernoulliVAE200(_VAE):
