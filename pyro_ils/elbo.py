@@ -291,8 +291,9 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
 
     **The default** is that of :class:`TraceILS_ELBO` where neither the model nor the
     guide marks a site for enumeration (TraceEnum's gradient is then Trace's); where
-    one does, every routed site gets the midpoint limit. The first step decides, from
-    a trace of the guide and of the model.
+    one does, every routed site gets the midpoint limit. The first step with each model
+    and guide decides, from a trace of the guide (and of the model, where the guide
+    marks nothing for enumeration).
     """ + _OPTIONS_DOC.format(modes='``"full"`` only')
     _guide_log_prob_modes = ("full",)
     _default_blocker = "enumeration"

@@ -42,7 +42,8 @@ or guide is marked for enumeration (:func:`blocking_sites`): their gradient is t
 that of ``Trace_ELBO``, which the rule runs. Otherwise they give every routed site the
 midpoint limit (``TraceGraph_ELBO`` keeps its baselines for the score-function sites).
 The first step with each ``(model, guide)`` pair decides, from one trace of the guide
-and the model.
+(and one of the model, for ``TraceEnumILS_ELBO()`` where the guide marks nothing for
+enumeration); the random state is left as it was.
 
 ``elbo.site_choices`` shows what each site got, and the choices are logged at level
 ``INFO`` on the ``pyro_ils`` logger.
@@ -155,19 +156,25 @@ class _ChoosingMessenger(_PlainDrawMessenger):
         super()._pyro_sample(msg)
 
 
-def _probe_traces(model, guide, args, kwargs):
-    """A trace of the guide with its sites routed, and of the model against it."""
+def _probe(blocker: str, model, guide, args, kwargs) -> tuple[list[str], object]:
+    """The blocking sites (:func:`blocking_sites`) and a trace of the guide with its
+    sites routed. The model is traced against the guide only where the guide alone
+    does not decide (enumeration marked in the model), so that a probe that the guide
+    settles does not run the model."""
     # The probe leaves the random state as it found it: the first step draws what
     # it would have drawn without it.
     state = get_rng_state()
     try:
         with poutine.block():
             guide_trace = poutine.trace(ILSMessenger(stl=True)(guide)).get_trace(*args, **kwargs)
-            model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
-            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+            blocking = blocking_sites(blocker, None, guide_trace)
+            if not blocking and blocker == "enumeration":
+                model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
+                model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+                blocking = blocking_sites(blocker, model_trace, guide_trace)
     finally:
         set_rng_state(state)
-    return model_trace, guide_trace
+    return blocking, guide_trace
 
 
 def _latent_sites(trace):
@@ -180,12 +187,14 @@ def _latent_sites(trace):
 def blocking_sites(blocker: str, model_trace, guide_trace) -> list[str]:
     """The sites that keep the default from applying to an ELBO: guide sites left to
     the score function (``"score_function"``) or sites marked for enumeration in the
-    model or the guide (``"enumeration"``)."""
+    model or the guide (``"enumeration"``). ``model_trace=None`` looks at the guide
+    only."""
     if blocker == "score_function":
         return [n for n, s in _latent_sites(guide_trace) if not s["fn"].has_rsample]
     return [
         n
         for t in (guide_trace, model_trace)
+        if t is not None
         for n, s in _latent_sites(t)
         if s["infer"].get("enumerate")
     ]
@@ -240,8 +249,7 @@ class DefaultChoice:
             return self._elbo
         key = (model, guide)
         if key not in self._decisions:
-            model_trace, guide_trace = _probe_traces(model, guide, args, kwargs)
-            blocking = blocking_sites(self.blocker, model_trace, guide_trace)
+            blocking, guide_trace = _probe(self.blocker, model, guide, args, kwargs)
             if blocking:
                 decision = (None, self._keep(type(owner).__name__, blocking, guide_trace))
             else:

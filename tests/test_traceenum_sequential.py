@@ -133,3 +133,19 @@ def test_one_instance_decides_per_model():
     assert math.isclose(zip_loss, composite_loss, rel_tol=1e-6)
     exact = TraceEnum_ELBO(max_plate_nesting=1).loss(composite_model, guide)
     assert math.isclose(composite_loss, exact, rel_tol=1e-6)
+
+
+def test_probe_runs_the_model_only_where_the_guide_does_not_decide():
+    """A guide that enumerates decides TraceEnumILS_ELBO()'s default alone: the model
+    runs once per enumerated value, as under TraceEnum_ELBO (Pyro's
+    ``test_enumerate_sequential_guide``)."""
+    values = []
+
+    def count_model():
+        values.append(float(pyro.sample("x", dist.Bernoulli(0.5))))
+
+    def guide():
+        pyro.sample("x", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+
+    TraceEnumILS_ELBO(max_plate_nesting=0).loss(count_model, guide)
+    assert len(values) == 2, values
