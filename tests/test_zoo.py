@@ -51,6 +51,33 @@ def test_paired_differences_read_both_runs_at_the_smaller_budget():
     assert report.paired([a], [b], "seconds") == [2 - 0]
 
 
+def _run(name, seed, values):
+    curve = _curve(values)
+    last = curve[-1]
+    return {"estimator": name, "setting": "tuned", "seed": seed, "steps": last["step"],
+            "seconds": last["seconds"], "stop": "converged", "curve": curve,
+            "final": {"elbo": values[-1]}}  # fmt: skip
+
+
+@pytest.mark.parametrize("model, expected", [("cat_vae_4x8", True), ("dp_gaussian", False)])
+def test_reinmax_goal_on_the_categorical_vaes(model, expected):
+    """The default against tuned ReinMax at equal wall time, on the categorical VAEs
+    only; its verdict follows the paired differences."""
+    runs = [_run("ils_default", s, [-200, -190 + s]) for s in range(3)]
+    runs += [_run("reinmax", s, [-200, -189]) for s in range(3)]
+    result = {"model": model, "runs": runs, "estimators": {
+        "ils_default": {"label": "default"}, "reinmax": {"label": "ReinMax"}}}  # fmt: skip
+    found = [g for g in report.goals(result) if "ReinMax" in g["goal"]]
+    assert bool(found) == expected
+    if expected:
+        (goal,) = found
+        assert goal["difference"] == pytest.approx(0.0)  # -1, 0, +1
+        assert goal["n"] == 3 and goal["met"]
+        runs[1]["curve"][-1]["metric"] = -192.0  # seed 1: -3 behind
+        (goal,) = [g for g in report.goals(result) if "ReinMax" in g["goal"]]
+        assert goal["difference"] == pytest.approx(-1.0) and not goal["met"]
+
+
 def test_record_refuses_a_dirty_tree(monkeypatch):
     def dirty_git(*args):
         return " M pyro_ils/elbo.py" if args[0] == "status" else "abc123"

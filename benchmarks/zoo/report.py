@@ -115,6 +115,11 @@ def _extra_keys(result):
     return sorted(keys - {"elbo", "iw_bound", "log_px"})
 
 
+#: The models on which the default must also be at least as good as ReinMax (tuned)
+#: at equal wall time: the categorical VAEs, as the zoo issue states the target.
+REINMAX_GOAL = ("cat_vae_20x10", "cat_vae_4x8")
+
+
 def goals(result) -> list[dict]:
     """The issue's targets for the default, each with its verdict and distance."""
     names = set(result["estimators"])
@@ -135,6 +140,18 @@ def goals(result) -> list[dict]:
                     "met": m >= 0,
                 }
             )
+    if result["model"] in REINMAX_GOAL and "reinmax" in names:
+        m, hw, n = t_interval(paired(default, _runs(result, "reinmax"), "seconds"))
+        out.append(
+            {
+                "goal": f"default >= {result['estimators']['reinmax']['label']} (tuned) at "
+                "equal wall time",
+                "difference": m,
+                "half_width": hw,
+                "n": n,
+                "met": m >= 0,
+            }
+        )
     if "enum" in names:
         d, _, _ = _mean_sd([r["final"].get("elbo") for r in default])
         e, _, _ = _mean_sd([r["final"].get("elbo") for r in _runs(result, "enum")])
