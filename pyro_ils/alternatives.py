@@ -30,11 +30,14 @@ from collections.abc import Callable
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import check_site_shape
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "check_chunk_size", "is_term", "run_over_rows"]
+from .coupling import coupled
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "Redraw", "check_chunk_size", "is_term", "run_over_rows"]
 
 #: The most rows of alternatives run at once by default.
 DEFAULT_CHUNK_SIZE = 64
@@ -53,12 +56,48 @@ def is_term(site) -> bool:
     return site["type"] == "sample" and not isinstance(site["fn"], _Subsample)
 
 
-def _traced(fn: Callable, replayed: poutine.Trace, nesting: int, args, kwargs) -> poutine.Trace:
+class Redraw(Messenger):
+    """In the guide's run over the alternatives, draw each later site (``names``) again
+    where the alternatives change its distribution, coupled to its draw
+    (:func:`~pyro_ils.coupling.coupled`); a routed site keeps its own alternatives in
+    its own rows (``own_rows``, ``(start, stop)`` among all rows). ``changed`` collects
+    the sites whose value now has the alternatives' dim.
+
+    It must sit outside the ``replay`` that gives the sites their draws."""
+
+    def __init__(self, drawn, names: set[str], own_rows: dict, nesting: int):
+        super().__init__()
+        self.drawn, self.names, self.own_rows, self.nesting = drawn, names, own_rows, nesting
+        self.offset = 0  #: the first row of the chunk being run
+        self.changed: set[str] = set()
+
+    def _pyro_sample(self, msg) -> None:
+        name = msg["name"]
+        if name not in self.names or msg["value"] is None:
+            return
+        value = coupled(self.drawn.nodes[name]["fn"], msg["fn"], msg["value"])
+        if value is None or value.dim() - len(msg["fn"].event_shape) != self.nesting + 1:
+            return  # not coupled, or not changed by any alternative
+        if name in self.own_rows:
+            start, stop = self.own_rows[name]
+            row = torch.arange(value.size(0), device=value.device) + self.offset
+            own = ((row >= start) & (row < stop)).reshape((-1,) + (1,) * (value.dim() - 1))
+            value = torch.where(own, msg["value"], value)
+        msg["value"] = value
+        self.changed.add(name)
+
+
+def _traced(
+    fn: Callable, replayed: poutine.Trace, nesting: int, args, kwargs, redraw=None
+) -> poutine.Trace:
     """``fn`` replayed against ``replayed``, its log-probabilities computed and their
     shapes checked. The alternatives are valid values by construction and every other
     value was validated in the draw's run: the distributions built here skip it."""
+    replay = poutine.replay(fn, trace=replayed)
+    if redraw is not None:
+        replay = redraw(replay)
     with poutine.block(), pyro.validation_enabled(False):
-        trace = poutine.trace(poutine.replay(fn, trace=replayed)).get_trace(*args, **kwargs)
+        trace = poutine.trace(replay).get_trace(*args, **kwargs)
     trace.compute_log_prob()
     for term in trace.nodes.values():
         if is_term(term):
@@ -85,6 +124,8 @@ def run_over_rows(
     chunk_size: int | None,
     args: tuple,
     kwargs: dict,
+    redraw: Redraw | None = None,
+    checkpointed: bool = True,
 ) -> poutine.Trace:
     """A trace of ``fn`` replayed against ``replaced``, whose ``routed`` sites hold
     ``rows`` values stacked along the alternatives' dim (the leftmost of ``nesting +
@@ -94,14 +135,18 @@ def run_over_rows(
     returned trace has the first chunk's sites, each term's ``log_prob`` being the
     chunks' concatenated along the alternatives' dim (a term with no such dim is the
     same in every chunk and kept from the first). Under ``torch.is_grad_enabled()``
-    each chunk runs under activation checkpointing (see the module docstring)."""
+    each chunk runs under activation checkpointing (see the module docstring), unless
+    ``checkpointed=False``.
+
+    With ``redraw`` (the guide's run, without gradient), the sites it draws again hold,
+    in the returned trace, their values over all rows."""
     if chunk_size is None or rows <= chunk_size:
-        return _traced(fn, replaced, nesting, args, kwargs)
-    first, pieces = None, []
+        return _traced(fn, replaced, nesting, args, kwargs, redraw)
+    first, pieces, values = None, [], []
     for start in range(0, rows, chunk_size):
         stop = min(rows, start + chunk_size)
         part = _sliced(replaced, routed, start, stop)
-        if torch.is_grad_enabled():
+        if checkpointed and torch.is_grad_enabled():
             kept: dict[str, poutine.Trace] = {}
 
             def run(part=part, kept=kept):
@@ -112,8 +157,11 @@ def run_over_rows(
             log_probs = checkpoint(run, use_reentrant=False)
             trace = kept["trace"]
         else:
-            trace = _traced(fn, part, nesting, args, kwargs)
+            if redraw is not None:
+                redraw.offset = start
+            trace = _traced(fn, part, nesting, args, kwargs, redraw)
             log_probs = tuple(s["log_prob"] for s in trace.nodes.values() if is_term(s))
+            values.append(trace)
         names = [n for n, s in trace.nodes.items() if is_term(s)]
         pieces.append((stop - start, dict(zip(names, log_probs, strict=True))))
         first = trace if first is None else first
@@ -126,4 +174,6 @@ def run_over_rows(
         shape = torch.broadcast_shapes(*(lp.shape[1:] for _, lp in parts))
         site["log_prob"] = torch.cat([lp.expand((n,) + shape) for n, lp in parts])
         site.pop("log_prob_sum", None)
+    for name in redraw.changed if redraw is not None else ():
+        first.nodes[name]["value"] = torch.cat([t.nodes[name]["value"] for t in values])
     return first

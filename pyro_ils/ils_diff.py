@@ -73,9 +73,9 @@ example a per-data-point latent with its own likelihood), and ``M = C K`` where
 ``C`` is the number of the site's elements that the terms couple (for example
 ``L`` latents of one image in a ``latents`` plate, or ``.to_event`` dims: each
 is changed on its own). The model and guide must broadcast over that new
-dimension, as they must for ``TraceEnum_ELBO``'s parallel enumeration. The guide's
-run is without gradient (its terms enter the differences only). More than
-``chunk_size`` rows are run in chunks, so that the memory stays that of one chunk
+dimension, as they must for ``TraceEnum_ELBO``'s parallel enumeration. More than
+``chunk_size`` rows are run in chunks, the model's under activation checkpointing, so
+that the memory of the model's run stays that of one chunk
 (:mod:`pyro_ils.alternatives`).
 
 **Which terms couple.** A plate of the site is treated as splitting its terms
@@ -84,12 +84,21 @@ of the same name) is inside that plate; otherwise the plate's elements are
 changed one at a time. Batch dims without a plate and ``.to_event`` dims are
 always changed one at a time.
 
-**Scope.** Draws downstream of the site in the guide are held at their values
-(their ``log q`` is re-evaluated under each alternative); for a structured guide
-whose later sites depend on this one, the result is therefore not the local
-expectation gradient of the ELBO. Continuous reparameterized sites, and discrete
-sites that are not routed (other distributions, ``infer={"ils": False}``,
-enumerated sites), are handled as :class:`~pyro.infer.Trace_ELBO` handles them.
+**Structured guides.** A later guide site whose distribution changes with a routed
+site's alternative (:math:`q(z \mid y)`) is drawn again in that alternative's rows,
+coupled to its draw (:mod:`pyro_ils.coupling`: the same noise, so :math:`z_k \sim
+q(z \mid y = k)`), for ``Normal``, ``Bernoulli``, ``Categorical`` and
+``OneHotCategorical`` sites: each :math:`d_k` is then an unbiased estimate of the
+expected loss under the alternative, and the gradient the local expectation gradient
+of the ELBO. A reparameterized redrawn value keeps its path to the guide's parameters
+into the Rao-Blackwellized model terms, so the guide's run over the alternatives keeps
+its graph (it is not checkpointed). Later sites of other distributions are held at
+their draws (their ``log q`` re-evaluated under each alternative), which is not the
+local expectation gradient for them.
+
+**Scope.** Continuous reparameterized sites, and discrete sites that are not routed
+(other distributions, ``infer={"ils": False}``, enumerated sites), are handled as
+:class:`~pyro.infer.Trace_ELBO` handles them.
 A plate that subsamples at random (``subsample_size``) keeps the draw's minibatch
 in the run over the alternatives.
 """
@@ -112,7 +121,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from .alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size, is_term, run_over_rows
+from .alternatives import DEFAULT_CHUNK_SIZE, Redraw, check_chunk_size, is_term, run_over_rows
 from .elbo import LogRatio, guide_site_surrogate
 from .ils import finite
 from .options import check_options, check_projection
@@ -251,6 +260,14 @@ def _later_sites(trace, name):
     names = [n for n, s in trace.nodes.items() if is_term(s)]
     start = names.index(name) + 1 if name in names else 0
     return [trace.nodes[n] for n in names[start:]]
+
+
+def _later_latents(trace, routed: list[str]) -> set[str]:
+    """The latent guide sites after the first routed one, which the run over the
+    alternatives draws again where an alternative changes their distribution."""
+    names = [n for n, s in trace.nodes.items() if is_term(s) and not s["is_observed"]]
+    first = min((names.index(n) for n in routed if n in names), default=len(names))
+    return {n for n in names[first + 1 :] if not trace.nodes[n]["infer"].get("enumerate")}
 
 
 def _max_plate_nesting(*traces) -> int:
@@ -524,13 +541,25 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             alt_guide = _own_terms(plans, rows)
             alt_guide.compute_log_prob()
         else:
-            # The guide's terms enter the differences only, never the surrogate.
-            with torch.no_grad():
-                alt_guide = run_over_rows(
-                    guide, replaced, routed, rows, nesting, self.chunk_size, args, kwargs
-                )
-        # The model replays the values only: the guide's draws and the routed sites'
-        # alternatives, as ``replaced`` holds them.
+            redraw = Redraw(guide_trace, _later_latents(guide_trace, routed), {
+                plan.name: (plan.start, plan.start + plan.num_alt) for plan in plans
+            }, nesting)  # fmt: skip
+            # The guide's terms enter the differences only, never the surrogate; its
+            # graph is kept (not checkpointed) only through the later sites drawn again,
+            # whose values carry their path to the guide's parameters into the
+            # Rao-Blackwellized model terms.
+            alt_guide = run_over_rows(
+                guide, replaced, routed, rows, nesting, self.chunk_size, args, kwargs, redraw,
+                checkpointed=False,
+            )  # fmt: skip
+            # The later sites drawn again under each alternative (a structured guide).
+            for name in sorted(redraw.changed):
+                node = replaced.nodes[name]
+                replaced.nodes[name] = {**node, "value": alt_guide.nodes[name]["value"]}
+                if name not in routed:
+                    routed.append(name)
+        # The model replays the values only: the guide's draws, the routed sites'
+        # alternatives and the later sites drawn again, as ``replaced`` holds them.
         alt_model = run_over_rows(
             model, replaced, routed, rows, nesting, self.chunk_size, args, kwargs
         )
