@@ -138,8 +138,9 @@ def run_over_rows(
     each chunk runs under activation checkpointing (see the module docstring), unless
     ``checkpointed=False``.
 
-    With ``redraw`` (the guide's run, without gradient), the sites it draws again hold,
-    in the returned trace, their values over all rows."""
+    With ``redraw`` (the guide's run, with ``checkpointed=False`` so that the redrawn
+    values keep their graph), the sites it draws again hold, in the returned trace,
+    their values over all rows."""
     if chunk_size is None or rows <= chunk_size:
         return _traced(fn, replaced, nesting, args, kwargs, redraw)
     first, pieces, values = None, [], []

@@ -47,7 +47,7 @@ from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from .options import check_guide_log_prob, check_options
-from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils
+from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils, ils_base
 from .site_weight import particle_weight
 
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
@@ -315,8 +315,8 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
             for name, site in guide_trace.nodes.items()
             if site["type"] == "sample"
             and not site["is_observed"]
-            and _wraps_ils(site["fn"])
-            and not _linear_backward(site["fn"])
+            # an ILS site with a step (a small-step limit, ``step_size=0``, is linear)
+            and getattr(ils_base(site["fn"]), "step_size", 0) != 0
         ]
         if sequential and nonlinear:
             raise NotImplementedError(
@@ -326,13 +326,3 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
                 "a small-step limit (step_size=0)"
             )
         return model_trace, guide_trace
-
-
-def _linear_backward(fn) -> bool:
-    """Whether ``fn`` is an ILS distribution (possibly inside wrappers) whose backward
-    is linear in the incoming gradient: a small-step limit (``step_size=0``)."""
-    while not hasattr(fn, "step_size"):
-        fn = getattr(fn, "base_dist", None)
-        if fn is None:
-            return False
-    return fn.step_size == 0

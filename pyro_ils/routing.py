@@ -103,13 +103,16 @@ def to_plain(fn):
     return plain(**params, validate_args=fn._validate_args)
 
 
+def ils_base(fn):
+    """The ILS distribution that ``fn`` is or wraps, or ``None``."""
+    while fn is not None and not isinstance(fn, ILSDistributionMixin):
+        fn = getattr(fn, "base_dist", None)
+    return fn
+
+
 def _wraps_ils(fn) -> bool:
     """Whether ``fn`` is an ILS distribution, possibly inside wrappers."""
-    while not isinstance(fn, ILSDistributionMixin):
-        fn = getattr(fn, "base_dist", None)
-        if fn is None:
-            return False
-    return True
+    return ils_base(fn) is not None
 
 
 def has_ils_version(fn) -> bool:
