@@ -24,11 +24,7 @@ from pyro_ils.alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _clean():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def coupled_model():

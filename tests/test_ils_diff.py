@@ -26,11 +26,7 @@ N, K = 3, 4
 SMALL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _clean():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def _table(seed=0):

@@ -25,11 +25,7 @@ DTYPE = torch.float64
 N, K = 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _clean():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def _randn(*shape, seed):

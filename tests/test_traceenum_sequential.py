@@ -30,11 +30,7 @@ X = torch.tensor(2.5)
 ALPHA = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _clean():
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
+pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 
 def model():
