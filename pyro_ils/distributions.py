@@ -3,8 +3,8 @@ r"""Drop-in discrete distributions whose ``rsample()`` carries the ILS backward.
 Each class subclasses Pyro's own (``Categorical``, ``OneHotCategorical``,
 ``Bernoulli``) and behaves as it does (support, shapes, ``log_prob``,
 ``enumerate_support``, ``sample()``, ``expand``, ``.to_event``, ``.mask``),
-with two keyword options, ``step_size`` (``c > 0``) and ``projection``
-(``"euclidean"``, ``"normalize"``, ``"reference"``), and ``has_rsample = True``:
+with the keyword options ``step_size`` (``c >= 0``), ``projection`` (the target)
+and ``temperature`` (the midpoint target's), and ``has_rsample = True``:
 ``rsample()`` returns the exact draw, whose backward is the ILS gradient
 
 .. math:: \nabla_{\mathrm{logits}} = w\,\bigl(\pi - h(z - c\, g / w)\bigr),
@@ -28,7 +28,7 @@ from pyro.ops.provenance import extract_provenance
 from torch import Tensor
 
 from .ils import ils_bernoulli_from_draw, ils_onehot_from_index
-from .options import check_options
+from .options import check_ils_temperature, check_options
 from .surrogate import (
     SurrogateCategoricalMixin,
     SurrogateDistributionMixin,
@@ -44,11 +44,13 @@ ILSIndependent = SurrogateIndependent
 
 
 class ILSDistributionMixin(SurrogateDistributionMixin):
-    """The ILS options, ``step_size`` and ``projection``, and the ILS backward."""
+    """The ILS options, ``step_size``, ``projection`` and ``temperature``, and the
+    ILS backward."""
 
     step_size: float
     projection: str
-    _option_names = ("step_size", "projection")
+    temperature: float
+    _option_names = ("step_size", "projection", "temperature")
 
     def __init__(
         self,
@@ -58,20 +60,26 @@ class ILSDistributionMixin(SurrogateDistributionMixin):
         *,
         step_size: float | None = None,
         projection: str | None = None,
+        temperature: float | None = None,
     ):
         self.step_size, self.projection = check_options(step_size, projection)
+        self.temperature = check_ils_temperature(temperature, self.projection)
         self._init_surrogate(logits)
         super().__init__(probs=probs, logits=logits, validate_args=validate_args)
 
-    def with_options(self, step_size=None, projection=None):
+    def with_options(self, step_size=None, projection=None, temperature=None):
         """A copy with other ILS options. ``None`` keeps the current one; a new
-        ``projection`` without a ``step_size`` takes that target's default step."""
+        ``projection`` without a ``step_size`` takes that target's default step, and
+        one other than ``"midpoint"`` resets the temperature to 1."""
         new = self.expand(self.batch_shape)
         if step_size is None and projection is None:
             step_size = self.step_size
         new.step_size, new.projection = check_options(
             step_size, self.projection if projection is None else projection
         )
+        if temperature is None:
+            temperature = self.temperature if new.projection == self.projection else None
+        new.temperature = check_ils_temperature(temperature, new.projection)
         return new
 
     def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
@@ -82,6 +90,7 @@ class ILSDistributionMixin(SurrogateDistributionMixin):
             projection=self.projection,
             support=support,
             weight=weight,
+            temperature=self.temperature,
         )
 
 
@@ -109,6 +118,10 @@ class ILSCategorical(ILSDistributionMixin, SurrogateCategoricalMixin, Categorica
         vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
         ``"reference"`` (the original code's incorrect gradient, for comparison);
         see :func:`~pyro_ils.projections.intermediate_target`.
+    :param float temperature: the midpoint target's temperature ``tau > 0``
+        (``None``: 1; ``"midpoint"`` only). It moves the midpoint to
+        ``(softmax(logits / tau) + z) / 2``, so that at ``c = 0`` the backward is
+        ReinMax's at temperature ``tau``.
     """
 
 
@@ -125,6 +138,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, SurrogateOneHotMixin, OneHotCat
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     :param float step_size: as for :class:`ILSCategorical`.
     :param str projection: as for :class:`ILSCategorical`.
+    :param float temperature: as for :class:`ILSCategorical`.
     """
 
 
@@ -141,6 +155,7 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     :param float step_size: as for :class:`ILSCategorical`.
     :param str projection: as for :class:`ILSCategorical`.
+    :param float temperature: as for :class:`ILSCategorical`.
     """
 
     _keeps_raw_logits = False
@@ -156,6 +171,7 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
             step_size=self.step_size,
             projection=self.projection,
             weight=self._draw_weight(logits.dtype, logits.device),
+            temperature=self.temperature,
         )
         return self._tag(value, provenance)
 

@@ -79,6 +79,27 @@ def guide_site_surrogate(site, log_r: LogRatio):
     return surrogate
 
 
+def ils_site_kls(model_trace, guide_trace, skip=()) -> dict:
+    """``KL(q || p)`` (scaled, masked, summed) for each latent guide site drawn by an
+    ILS distribution, not enumerated and not in ``skip``, whose model site is latent
+    and has a KL registered with it."""
+    kls = {}
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name in skip:
+            continue
+        if site["infer"].get("enumerate") or not _wraps_ils(site["fn"]):
+            continue
+        model_site = model_trace.nodes.get(name)
+        if model_site is None or model_site["is_observed"]:
+            continue
+        try:
+            kl = kl_divergence(site["fn"], model_site["fn"])
+        except NotImplementedError:
+            continue
+        kls[name] = scale_and_mask(kl, site["scale"], site["mask"]).sum()
+    return kls
+
+
 class _ILSELBOMixin:
     #: The modes this ELBO supports; the first is its default.
     _guide_log_prob_modes: tuple[str, ...] = ("stl", "full")
@@ -206,25 +227,10 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
     )
     _guide_log_prob_modes = ("stl", "full", "analytic")
 
-    def _analytic_kls(self, model_trace, guide_trace) -> dict:
-        kls = {}
-        for name, site in guide_trace.nodes.items():
-            if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
-                continue
-            if site["infer"].get("enumerate") or not _wraps_ils(site["fn"]):
-                continue
-            model_site = model_trace.nodes[name]
-            try:
-                kl = kl_divergence(site["fn"], model_site["fn"])
-            except NotImplementedError:
-                continue
-            kls[name] = scale_and_mask(kl, site["scale"], site["mask"]).sum()
-        return kls
-
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         if self.guide_log_prob != "analytic":
             return super()._differentiable_loss_particle(model_trace, guide_trace)
-        kls = self._analytic_kls(model_trace, guide_trace)
+        kls = ils_site_kls(model_trace, guide_trace)
         elbo, surrogate = 0.0, 0.0
         log_r = LogRatio(model_trace, guide_trace)
         for name, site in model_trace.nodes.items():

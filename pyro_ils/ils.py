@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .options import check_options
+from .options import check_ils_temperature, check_options
 from .projections import intermediate_target
 from .softmax import softmax
 
@@ -38,11 +38,12 @@ class _ILSOneHot(torch.autograd.Function):
     """One-hot of a given draw ``k``, with the ILS gradient to ``logits``."""
 
     @staticmethod
-    def forward(ctx, logits, index, support, weight, step_size, projection):
+    def forward(ctx, logits, index, support, weight, step_size, projection, temperature):
         onehot = F.one_hot(index, logits.size(-1)).to(logits.dtype)
         ctx.save_for_backward(logits, onehot, support, weight)
         ctx.step_size = step_size
         ctx.projection = projection
+        ctx.temperature = temperature
         return onehot
 
     @staticmethod
@@ -55,7 +56,9 @@ class _ILSOneHot(torch.autograd.Function):
         g = finite(grad_output) / torch.where(weight != 0, weight, torch.ones_like(weight))
         if support is not None:
             g = g.masked_fill(~support, 0.0)
-        target = intermediate_target(z, g, ctx.step_size, ctx.projection, support, logits)
+        target = intermediate_target(
+            z, g, ctx.step_size, ctx.projection, support, logits, ctx.temperature
+        )
         if ctx.projection == "reference":
             grad_logits = -target / (pi + _REFERENCE_EPS)
         else:
@@ -63,7 +66,7 @@ class _ILSOneHot(torch.autograd.Function):
         grad_logits = weight * grad_logits
         if support is not None:
             grad_logits = grad_logits.masked_fill(~support, 0.0)
-        return grad_logits, None, None, None, None, None
+        return grad_logits, None, None, None, None, None, None
 
 
 def ils_onehot_from_index(
@@ -74,13 +77,16 @@ def ils_onehot_from_index(
     projection: str,
     support: Tensor | None = None,
     weight: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
     """The one-hot of a given draw ``index`` carrying the ILS backward to ``logits``.
 
     ``logits`` broadcasts against ``index.shape + (K,)``; ``support`` (boolean,
     same broadcasting; ``None`` for all categories) marks the categories that
     may receive mass; ``weight`` (broadcasting against ``index.shape``) is the
-    weight the loss puts on each draw, see :mod:`pyro_ils.site_weight`.
+    weight the loss puts on each draw, see :mod:`pyro_ils.site_weight`;
+    ``temperature`` is the midpoint target's (see
+    :func:`~pyro_ils.projections.intermediate_target`).
     """
     shape = index.shape + logits.shape[-1:]
     logits = logits.expand(shape)
@@ -91,13 +97,14 @@ def ils_onehot_from_index(
     weight = weight.to(dtype=logits.dtype, device=logits.device)
     if weight.dim():
         weight = weight.expand(index.shape)
-    return _ILSOneHot.apply(logits, index, support, weight, step_size, projection)
+    return _ILSOneHot.apply(logits, index, support, weight, step_size, projection, temperature)
 
 
 def ils_onehot(
     logits: Tensor,
     step_size: float | None = None,
     projection: str | None = None,
+    temperature: float | None = None,
 ) -> Tensor:
     r"""Draw ``z = onehot(k)``, ``k ~ Cat(softmax(logits))``, carrying the ILS backward.
 
@@ -124,9 +131,12 @@ def ils_onehot(
     :param float step_size: the step ``c >= 0`` (``0`` only for ``"midpoint"`` and
         ``"mirror"``); ``None``: 0 for ``"midpoint"``, 1.0 otherwise.
     :param str projection: the target (default ``"midpoint"``); see above.
+    :param float temperature: the midpoint target's temperature ``tau > 0`` (default
+        1; ``"midpoint"`` only): at ``c = 0``, ReinMax's backward at ``tau``.
     :returns: a one-hot tensor of the shape, dtype and device of ``logits``.
     """
     step_size, projection = check_options(step_size, projection)
+    temperature = check_ils_temperature(temperature, projection)
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() == 0:
         raise ValueError("logits must be a floating tensor with at least one dimension")
     if torch.isnan(logits).any() or (logits == torch.inf).any():
@@ -138,7 +148,12 @@ def ils_onehot(
         support = logits > -torch.inf
     support = None if bool(support.all()) else support
     return ils_onehot_from_index(
-        logits, index, step_size=step_size, projection=projection, support=support
+        logits,
+        index,
+        step_size=step_size,
+        projection=projection,
+        support=support,
+        temperature=temperature,
     )
 
 
@@ -149,6 +164,7 @@ def ils_bernoulli_from_draw(
     step_size: float,
     projection: str,
     weight: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
     r"""The two-category case: ``value`` in {0., 1.} carrying the ILS backward to ``logits``.
 
@@ -175,5 +191,6 @@ def ils_bernoulli_from_draw(
         projection=projection,
         support=None if bool(support.all()) else support,
         weight=weight,
+        temperature=temperature,
     )
     return onehot[..., 1]

@@ -122,7 +122,7 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from .alternatives import DEFAULT_CHUNK_SIZE, Redraw, check_chunk_size, is_term, run_over_rows
-from .elbo import LogRatio, guide_site_surrogate
+from .elbo import LogRatio, guide_site_surrogate, ils_site_kls
 from .ils import finite
 from .options import check_options, check_projection
 from .projections import intermediate_target
@@ -162,6 +162,12 @@ class _PlainDrawMessenger(Messenger):
         if not eligible(msg) or not has_ils_version(msg["fn"]):
             return
         msg["fn"] = to_plain(msg["fn"])
+        ils = msg["infer"].get("ils")
+        if isinstance(ils, dict) and "temperature" in ils:
+            raise ValueError(
+                f"site {msg['name']!r}: infer['ils']['temperature'] is the midpoint "
+                "target's; exact differences have none"
+            )
         enabled, step_size, projection = site_options(
             msg, self.step_size, self.projection, check=check_diff_options
         )
@@ -694,11 +700,16 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             for name, site in guide_trace.nodes.items()
             if site["type"] == "sample" and _KEY in site
         }
-        analytic = {name for name, r in routed.items() if r["kl"] is not None}
         averaged: dict[str, list[Tensor]] = {}
         for r in routed.values():
             for term, value in r["averaged"].items():
                 averaged.setdefault(term, []).append(value)
+        # Sites drawn by an ILS distribution (the default's midpoint sites) get the
+        # analytic KL too, unless their model term depends on a routed site.
+        kls = ils_site_kls(model_trace, guide_trace, skip=set(routed) | set(averaged))
+        if not self.analytic_kl:
+            kls = {}
+        analytic = {name for name, r in routed.items() if r["kl"] is not None} | set(kls)
         elbo, surrogate = 0.0, 0.0
         log_r = LogRatio(model_trace, guide_trace)
         for name, site in model_trace.nodes.items():
@@ -724,6 +735,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 logp = r["logp"]
                 cross = torch.where(r["support"], r["target"] * logp, torch.zeros_like(logp))
                 surrogate = surrogate + (r["weight"] * cross.sum(-1)).sum()
+                continue
+            if name in kls:
+                surrogate = surrogate - kls[name]
                 continue
             surrogate = surrogate + guide_site_surrogate(site, log_r)
         return -elbo, -surrogate

@@ -9,7 +9,13 @@ import torch
 
 from .projections import LIMIT_TARGETS, TARGETS
 
-__all__ = ["DEFAULT_STEP_SIZE", "DEFAULT_PROJECTION", "GUIDE_LOG_PROB_MODES", "check_options"]
+__all__ = [
+    "DEFAULT_STEP_SIZE",
+    "DEFAULT_PROJECTION",
+    "GUIDE_LOG_PROB_MODES",
+    "check_options",
+    "check_ils_temperature",
+]
 
 #: The default target, the second-order (midpoint) one.
 DEFAULT_PROJECTION = "midpoint"
@@ -68,6 +74,20 @@ def check_options(step_size, projection) -> tuple[float, str]:
             f"got {projection!r}"
         )
     return step_size, projection
+
+
+def check_ils_temperature(temperature, projection: str) -> float:
+    """The midpoint target's ``temperature`` as a positive finite float (``None``:
+    1.0); any other target takes only 1.0. Raises ``ValueError`` otherwise."""
+    from .estimators._surrogate_estimator import check_temperature
+
+    temperature = 1.0 if temperature is None else check_temperature(temperature)
+    if temperature != 1.0 and projection != DEFAULT_PROJECTION:
+        raise ValueError(
+            f"temperature applies to projection={DEFAULT_PROJECTION!r} only, got "
+            f"temperature={temperature!r} with projection={projection!r}"
+        )
+    return temperature
 
 
 def check_guide_log_prob(mode) -> str:

@@ -164,10 +164,12 @@ def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Te
     return softmax(logits - step_size * g)
 
 
-def _midpoint_target(z: Tensor, logits: Tensor, g: Tensor, step_size: float) -> Tensor:
-    # h(p) = p * exp(-c g) / <p, exp(-c g)>, stepped from p1 = (pi + z) / 2 and from pi.
+def _midpoint_target(
+    z: Tensor, logits: Tensor, g: Tensor, step_size: float, temperature: float = 1.0
+) -> Tensor:
+    # h(p) = p * exp(-c g) / <p, exp(-c g)>, stepped from p1 = (pi_tau + z) / 2 and from pi.
     pi = softmax(logits)
-    p1 = 0.5 * (pi + z)
+    p1 = 0.5 * ((pi if temperature == 1.0 else softmax(logits / temperature)) + z)
     if step_size == 0:
         # The limit: ReinMax's 2 J(p1)^T g - J(pi)^T g / 2, J(p)^T g = p (g - <p, g>).
         return pi - 2.0 * softmax_vjp(p1, g) + 0.5 * softmax_vjp(pi, g)
@@ -184,6 +186,7 @@ def intermediate_target(
     projection: str,
     support: Tensor | None = None,
     logits: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
     r"""The ILS target ``pi_D``, zero outside ``support`` (``None``: every category allowed).
 
@@ -212,11 +215,18 @@ def intermediate_target(
       O(c^2)`, for small ``c`` this is ``c`` times ReinMax's backward at temperature
       1; larger ``c`` adds higher-order terms in ``g``. ``pi_D`` sums to one but may
       have negative entries.
+
+    ``temperature`` :math:`\tau` (``"midpoint"`` only) moves the midpoint to
+    :math:`p_1 = (\mathrm{softmax}(\theta / \tau) + z) / 2`, as ReinMax's
+    temperature does: the small-step limit is then ReinMax's backward at
+    temperature :math:`\tau`. For :math:`\tau \ne 1` the limit is biased even for
+    a loss linear in ``z``; a larger :math:`\tau` moves :math:`p_1` towards the
+    middle of the simplex and trades that bias for less variance.
     """
     if projection == "midpoint":
         if logits is None:
             raise ValueError("projection='midpoint' needs the logits")
-        return _midpoint_target(z, logits, g, step_size)
+        return _midpoint_target(z, logits, g, step_size, temperature)
     if projection in MEAN_START_TARGETS:
         if logits is None:
             raise ValueError(f"projection={projection!r} needs the logits")

@@ -8,8 +8,9 @@ site of the program it wraps; the ILS ELBOs wrap the guide with it.
 A site is eligible when it is a latent draw that is about to be sampled: not
 observed, no value given (``poutine.condition``, replay), not marked for
 enumeration, and not opted out with ``infer={"ils": False}``.
-``infer={"ils": {"step_size": c, "projection": h}}`` overrides the options for
-one site; ``"exact_differences"`` (a bool) in that dict is read by the default
+``infer={"ils": {"step_size": c, "projection": h, "temperature": t}}`` overrides
+the options for one site (``temperature``: the midpoint target's only);
+``"exact_differences"`` (a bool) in that dict is read by the default
 :class:`~pyro_ils.TraceILS_ELBO` only (see :mod:`pyro_ils.site_choice`).
 """
 
@@ -33,38 +34,36 @@ _ILS_TYPES = {
     dist.OneHotCategorical: ILSOneHotCategorical,
     dist.Bernoulli: ILSBernoulli,
 }
-_SITE_KEYS = {"step_size", "projection", "exact_differences"}
+_SITE_KEYS = {"step_size", "projection", "temperature", "exact_differences"}
 #: The key under which a guide site chosen for exact differences keeps its options
 #: and, once computed, its target (in the site's ``infer`` dict and node); such a
 #: site is drawn plainly and left alone by :class:`ILSMessenger`.
 DIFF_KEY = "_ils_diff"
 
 
-def to_ils(fn, step_size=None, projection=None, *, stl: bool = True):
+def to_ils(fn, step_size=None, projection=None, *, stl: bool = True, temperature=None):
     """The ILS version of the distribution ``fn``, or ``None`` if it has none.
 
-    ``step_size``/``projection`` of ``None`` keep an ILS distribution's own
-    options (and give the defaults to a converted one). ``stl`` selects the
-    "sticking the landing" treatment of the guide's ``log q`` (the default;
-    see :mod:`pyro_ils.elbo`).
+    ``step_size``/``projection``/``temperature`` of ``None`` keep an ILS
+    distribution's own options (and give the defaults to a converted one). ``stl``
+    selects the "sticking the landing" treatment of the guide's ``log q`` (the
+    default; see :mod:`pyro_ils.elbo`).
     """
+    options = {"stl": stl, "temperature": temperature}
     if isinstance(fn, dist.Independent):
-        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        base = to_ils(fn.base_dist, step_size, projection, **options)
         return None if base is None else base.to_event(fn.reinterpreted_batch_ndims)
     if isinstance(fn, MaskedDistribution):
-        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        base = to_ils(fn.base_dist, step_size, projection, **options)
         return None if base is None else base.mask(fn._mask)
     if isinstance(fn, ExpandedDistribution):
-        base = to_ils(fn.base_dist, step_size, projection, stl=stl)
+        base = to_ils(fn.base_dist, step_size, projection, **options)
         return None if base is None else base.expand(fn.batch_shape)
     if isinstance(fn, ILSDistributionMixin):
-        new = fn.with_options(step_size, projection)
+        new = fn.with_options(step_size, projection, temperature)
     elif type(fn) in _ILS_TYPES:
-        kwargs = {}
-        if step_size is not None:
-            kwargs["step_size"] = step_size
-        if projection is not None:
-            kwargs["projection"] = projection
+        given = {"step_size": step_size, "projection": projection, "temperature": temperature}
+        kwargs = {k: v for k, v in given.items() if v is not None}
         # Keep the user's parametrization: sampling from probs and from logits
         # are not bitwise identical.
         if "logits" in fn.__dict__ or "probs" not in fn.__dict__:
@@ -189,11 +188,12 @@ class ILSMessenger(Messenger):
     into plain data: its backward belongs to the step that drew it.
     """
 
-    def __init__(self, step_size=None, projection=None, stl: bool = True):
+    def __init__(self, step_size=None, projection=None, stl: bool = True, temperature=None):
         super().__init__()
         self.step_size = step_size
         self.projection = projection
         self.stl = stl
+        self.temperature = temperature
 
     def _pyro_sample(self, msg) -> None:
         _strip_given_draw(msg)
@@ -207,7 +207,11 @@ class ILSMessenger(Messenger):
         own = _wraps_ils(fn)
         default_step, default_proj = (None, None) if own else (self.step_size, self.projection)
         enabled, step_size, projection = site_options(msg, default_step, default_proj)
-        new = to_ils(fn, step_size, projection, stl=self.stl)
+        ils = msg["infer"].get("ils")
+        temperature = ils.get("temperature") if isinstance(ils, dict) else None
+        if temperature is None and not own:
+            temperature = self.temperature
+        new = to_ils(fn, step_size, projection, stl=self.stl, temperature=temperature)
         if new is not None:
             msg["fn"] = new
 

@@ -78,6 +78,7 @@ from .routing import (
     _wraps_ils,
     eligible,
     has_ils_version,
+    to_ils,
 )
 from .site_weight import particle_weight
 
@@ -85,6 +86,8 @@ __all__ = ["DEFAULT_MAX_ALTERNATIVES", "SiteChoice", "SiteChoiceWarning", "block
 
 #: Sites with at most this many alternatives get exact differences by default.
 DEFAULT_MAX_ALTERNATIVES = 20
+#: The temperature of the midpoint limit that sites with more alternatives get.
+DEFAULT_TEMPERATURE = 1.0
 DIFFERENCES = "exact differences"
 MIDPOINT = "midpoint limit"
 FIRST_ORDER = "first-order ILS"
@@ -103,9 +106,12 @@ class SiteChoice(NamedTuple):
     member: str  #: ``"exact differences"``, ``"midpoint limit"`` or ``"first-order ILS"``
     alternatives: int | None  #: ``M``, the rows of the site's run over alternatives
     reason: str  #: why, in words
+    #: the midpoint limit's temperature (1 for the other members)
+    temperature: float = 1.0
 
     def __str__(self) -> str:
-        return f"{self.member} ({self.reason})"
+        at = f" at temperature {self.temperature:g}" if self.temperature != 1.0 else ""
+        return f"{self.member}{at} ({self.reason})"
 
 
 def requested(infer: dict) -> bool | None:
@@ -119,7 +125,7 @@ def requested(infer: dict) -> bool | None:
         if not isinstance(value, bool):
             raise ValueError(f"infer['ils']['exact_differences'] must be a bool, got {value!r}")
         return value
-    if "step_size" in ils or "projection" in ils:
+    if {"step_size", "projection", "temperature"} & set(ils):
         return False
     return None
 
@@ -146,10 +152,13 @@ class _ChoosingMessenger(_PlainDrawMessenger):
             ils = msg["infer"]["ils"]
             own = "step_size" in ils or "projection" in ils
             member, reason = (FIRST_ORDER, "options in infer") if own else (MIDPOINT, "asked for")
-            self.choices[msg["name"]] = SiteChoice(member, None, reason)
+            temperature = ils.get("temperature", 1.0)
+            self.choices[msg["name"]] = SiteChoice(member, None, reason, temperature)
             return
         choice = self.choices.get(msg["name"])
         if choice is not None and choice.member != DIFFERENCES:
+            if choice.temperature != 1.0:
+                msg["fn"] = to_ils(msg["fn"], temperature=choice.temperature)
             return
         if choice is None:
             self.candidates.append(msg["name"])
@@ -279,9 +288,15 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
     """The default of :class:`~pyro_ils.TraceILS_ELBO`: exact differences where the
     rule of :mod:`pyro_ils.site_choice` allows them, the midpoint limit elsewhere."""
 
-    def __init__(self, max_alternatives: int = DEFAULT_MAX_ALTERNATIVES, **elbo_kwargs):
+    def __init__(
+        self,
+        max_alternatives: int = DEFAULT_MAX_ALTERNATIVES,
+        temperature: float = DEFAULT_TEMPERATURE,
+        **elbo_kwargs,
+    ):
         super().__init__(**elbo_kwargs)
         self.max_alternatives = max_alternatives
+        self.temperature = temperature
         self.site_choices: dict[str, SiteChoice] = {}
 
     def _wrap_guide(self, guide):
@@ -349,7 +364,7 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
             forced = requested(site["infer"]) is True
             if not forced and plan.num_alt > self.max_alternatives:
                 reason = f"{plan.num_alt} alternatives > max_alternatives={self.max_alternatives}"
-                self._set(name, SiteChoice(MIDPOINT, plan.num_alt, reason))
+                self._set(name, SiteChoice(MIDPOINT, plan.num_alt, reason, self.temperature))
                 continue
             plans[name] = plan
         if not plans:

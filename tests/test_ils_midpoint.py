@@ -155,3 +155,96 @@ def test_midpoint_limit_trains_the_readme_quickstart():
         svi.step(data)
     locs = pyro.param("locs").detach().sort().values
     assert (locs - torch.tensor([-4.0, 0.0, 4.0])).abs().max() < 0.5, locs
+
+
+def _ils_grad_at(logits, index, a, step_size, temperature):
+    leaf = logits.clone().requires_grad_()
+    z = ils_onehot_from_index(
+        leaf, index, step_size=step_size, projection="midpoint", temperature=temperature
+    )
+    (z * a).sum().backward()
+    return leaf.grad
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.0, 4.0])
+def test_limit_at_a_temperature_is_reinmax_at_it(tau):
+    logits, index, a = _setup(8)
+    expected = _reinmax_algorithm2(logits, index, a, tau)
+    torch.testing.assert_close(_ils_grad_at(logits, index, a, 0.0, tau), expected)
+    assert not torch.allclose(expected, _reinmax_algorithm2(logits, index, a, 1.0))
+
+
+@pytest.mark.parametrize("tau", [0.5, 3.0])
+def test_step_at_a_temperature_matches_the_stated_formula(tau):
+    logits, index, a = _setup(9)
+    c = 0.7
+    pi = torch.softmax(logits, -1)
+    p1 = (torch.softmax(logits / tau, -1) + F.one_hot(index, K).double()) / 2
+
+    def h(p):
+        return torch.softmax(p.log() - c * a, -1)
+
+    expected = 2 * (p1 - h(p1)) - 0.5 * (pi - h(pi))
+    torch.testing.assert_close(_ils_grad_at(logits, index, a, c, tau), expected)
+
+
+def test_distributions_carry_the_temperature_through_shapes_and_routing():
+    logits, index, a = _setup(10)
+    d = ILSOneHotCategorical(logits=logits, temperature=3.0)
+    for shaped in (
+        d.expand((2, B)),
+        d.to_event(1).base_dist,
+        d.mask(True).base_dist,
+        d.with_options(),
+    ):
+        assert shaped.temperature == 3.0
+    assert d.with_options(projection="mirror").temperature == 1.0
+    pyro.set_rng_seed(0)
+    leaf = logits.clone().requires_grad_()
+    z = ILSOneHotCategorical(logits=leaf, temperature=3.0).rsample()
+    (z * a).sum().backward()
+    expected = _reinmax_algorithm2(logits, z.argmax(-1), a, 3.0)
+    torch.testing.assert_close(leaf.grad, expected)
+    # The Bernoulli version: two-category ReinMax at the temperature.
+    gen = torch.Generator().manual_seed(11)
+    t = torch.randn(6, dtype=torch.float64, generator=gen)
+    slope = torch.randn(6, dtype=torch.float64, generator=gen)
+    leaf = t.clone().requires_grad_()
+    b = ILSBernoulli(logits=leaf, temperature=2.5).rsample()
+    (b * slope).sum().backward()
+    pair = torch.stack([torch.zeros_like(t), t], -1)
+    g = torch.stack([torch.zeros_like(slope), slope], -1)
+    torch.testing.assert_close(leaf.grad, _reinmax_algorithm2(pair, b.long(), g, 2.5)[:, 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": 0.0}, "temperature must be a positive"),
+        ({"temperature": float("inf")}, "temperature must be a positive"),
+        ({"temperature": True}, "temperature must be a positive"),
+        ({"temperature": 2.0, "projection": "mirror"}, "projection='midpoint' only"),
+    ],
+)
+def test_bad_temperatures_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ILSCategorical(logits=torch.zeros(3), **kwargs)
+
+
+def test_a_site_dict_sets_the_temperature():
+    from pyro import poutine
+
+    from pyro_ils.routing import ILSMessenger
+
+    def guide():
+        pyro.sample("z", dist.Categorical(logits=torch.zeros(4)), infer={"ils": {"temperature": 2}})
+        pyro.sample("w", dist.Categorical(logits=torch.zeros(4)))
+
+    trace = poutine.trace(ILSMessenger(temperature=5.0)(guide)).get_trace()
+    assert trace.nodes["z"]["fn"].temperature == 2.0
+    assert trace.nodes["w"]["fn"].temperature == 5.0
+    bad = {"ils": {"temperature": 2, "projection": "euclidean"}}
+    with pytest.raises(ValueError, match="midpoint"):
+        poutine.trace(
+            ILSMessenger()(lambda: pyro.sample("z", dist.Bernoulli(0.5), infer=bad))
+        ).get_trace()

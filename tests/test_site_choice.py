@@ -7,10 +7,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import TraceEnum_ELBO, config_enumerate
+from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 
 from pyro_ils import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO, TraceILSDiff_ELBO
-from pyro_ils.site_choice import DEFAULT_MAX_ALTERNATIVES, SiteChoiceWarning
+from pyro_ils.estimators import ReinMaxOneHotCategorical
+from pyro_ils.site_choice import DEFAULT_MAX_ALTERNATIVES, DEFAULT_TEMPERATURE, SiteChoiceWarning
 
 DATA = torch.tensor([-4.1, -3.7, 0.2, 0.4, 3.9, 4.4, -0.3, 4.0])
 
@@ -92,17 +93,47 @@ def vae_guide(x, infer=None):
 X = (torch.rand(6, 5) > 0.5).float()
 
 
+def reinmax_vae_guide(x, infer=None):
+    """``vae_guide`` with its class swapped for the ReinMax peer at the default's
+    temperature (an independent implementation of the same backward)."""
+    weight = pyro.param("encoder", torch.randn(5, 3 * 8) * 0.3)
+    with pyro.plate("data", len(x)):
+        logits = (x @ weight).reshape(len(x), 3, 8)
+        site = ReinMaxOneHotCategorical(logits=logits, temperature=DEFAULT_TEMPERATURE)
+        pyro.sample("z", site.to_event(1))
+
+
 def test_a_site_with_many_alternatives_gets_the_midpoint_limit():
-    """3 coupled latents x 8 categories = 24 alternatives > 20: the midpoint limit,
-    with the very gradient of ``TraceILS_ELBO(projection="midpoint")``."""
+    """3 coupled latents x 8 categories = 24 alternatives > 20: the midpoint limit at
+    the default temperature with the analytic KL, whose gradient is that of ReinMax
+    at that temperature under ``TraceMeanField_ELBO`` (the peer's own classes), and
+    of ``TraceILS_ELBO(guide_log_prob="analytic")`` with the temperature asked for."""
     assert DEFAULT_MAX_ALTERNATIVES == 20
     elbo = TraceILS_ELBO()
     grads(elbo, vae_model, vae_guide, X)  # the first step chooses
     choice = elbo.site_choices["z"]
     assert choice.member == "midpoint limit" and choice.alternatives == 24, choice
+    assert choice.temperature == DEFAULT_TEMPERATURE
     got = grads(elbo, vae_model, vae_guide, X, seed=5)
-    ref = grads(TraceILS_ELBO(projection="midpoint"), vae_model, vae_guide, X, seed=5)
+    ref = grads(TraceMeanField_ELBO(), vae_model, reinmax_vae_guide, X, seed=5)
     assert_same(got, ref)
+    asked = {"ils": {"temperature": DEFAULT_TEMPERATURE}}
+    ref = grads(TraceILS_ELBO(guide_log_prob="analytic"), vae_model, vae_guide, X, asked, seed=5)
+    assert_same(got, ref)
+
+
+def test_the_temperature_of_the_midpoint_limit_matters_and_can_be_set_per_site():
+    """A site dict with a temperature asks for the midpoint limit at it; temperature 1
+    gives ReinMax at 1 (a different gradient, where the default's is not 1)."""
+    one = {"ils": {"temperature": 1.0}}
+    elbo = TraceILS_ELBO()
+    got = grads(elbo, vae_model, vae_guide, X, one, seed=5)
+    assert elbo.site_choices["z"] == ("midpoint limit", None, "asked for", 1.0)
+    ref = grads(TraceILS_ELBO(guide_log_prob="analytic"), vae_model, vae_guide, X, one, seed=5)
+    assert_same(got, ref)
+    default = grads(TraceILS_ELBO(), vae_model, vae_guide, X, seed=5)
+    differs = not torch.allclose(got["encoder"], default["encoder"])
+    assert differs == (DEFAULT_TEMPERATURE != 1.0)
     # A larger budget gives the same site exact differences.
     wide = TraceILS_ELBO(max_alternatives=24)
     got = grads(wide, vae_model, vae_guide, X, seed=5)
@@ -136,7 +167,9 @@ def test_a_site_asks_for_a_first_order_member(infer, member):
     elbo = TraceILS_ELBO()
     got = grads(elbo, mixture_model, mixture_guide, DATA, False, infer, seed=4)
     assert elbo.site_choices["z"].member == member
-    ref_elbo = TraceILS_ELBO(max_alternatives=0)
+    # The default takes the analytic KL wherever one is registered: the site's options
+    # under guide_log_prob="analytic".
+    ref_elbo = TraceILS_ELBO(guide_log_prob="analytic")
     ref = grads(ref_elbo, mixture_model, mixture_guide, DATA, False, infer, seed=4)
     assert_same(got, ref)
 
@@ -152,7 +185,8 @@ def test_a_model_that_does_not_broadcast_falls_back_with_a_warning():
     with pytest.warns(SiteChoiceWarning, match="'z' does not broadcast"):
         got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
     assert elbo.site_choices["z"].member == "midpoint limit"
-    ref = grads(TraceILS_ELBO(max_alternatives=0), mixture_model, mixture_guide, DATA, True, seed=6)
+    analytic = TraceILS_ELBO(guide_log_prob="analytic")
+    ref = grads(analytic, mixture_model, mixture_guide, DATA, True, seed=6)
     assert torch.isfinite(got["logits"]).all() and got["logits"].abs().sum() > 0
     # Once chosen, the site is drawn by the midpoint limit: the same gradient.
     got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
@@ -234,5 +268,5 @@ def test_choosing_leaves_the_first_steps_draws_alone(elbo_class):
     """The first step's choice (a probe run, a trace drawn again) leaves the random
     state as it was: that step's gradient is already the chosen member's."""
     got = grads(elbo_class(), vae_model, vae_guide, X, seed=11)
-    ref = grads(elbo_class(projection="midpoint"), vae_model, vae_guide, X, seed=11)
+    ref = grads(TraceMeanField_ELBO(), vae_model, reinmax_vae_guide, X, seed=11)
     assert_same(got, ref)

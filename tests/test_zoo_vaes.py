@@ -15,7 +15,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from benchmarks.zoo import run
+from benchmarks.zoo import run, temperature
 from benchmarks.zoo.estimators import ESTIMATORS
 from benchmarks.zoo.vaes import TASKS, mnist_split
 
@@ -145,3 +145,26 @@ def test_quick_run_has_every_estimator_with_finite_metrics(model, tmp_path):
         assert all(math.isfinite(p["metric"]) for p in r["curve"])
         for key in ("elbo", "iw_bound", "elbo_iw_images"):
             assert math.isfinite(r["final"][key]), (r["estimator"], key)
+
+
+def test_the_default_temperature_rule_is_minimax_regret():
+    table = {
+        "a": {"1.0": -157.0, "2.0": -140.0, "4.0": -138.0, "8.0": -139.0},
+        "b": {"1.0": -140.0, "2.0": -140.1, "4.0": -140.5, "8.0": -142.0},
+        "c": {"1.0": -191.3, "2.0": -190.9, "4.0": -193.9, "8.0": -196.4},
+    }
+    best, worst = temperature.choose(table)
+    assert best == 2.0
+    assert worst["2.0"] == pytest.approx(2.0) and worst["4.0"] == pytest.approx(3.0)
+
+
+def test_the_temperature_grid_runs_the_default_at_each_temperature(tmp_path):
+    out = tmp_path / "t.json"
+    argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]
+    result = temperature.main(argv + ["--temperatures", "1,3", "--out", str(out)])
+    assert json.loads(out.read_text())["choice"] == result["choice"] in (1.0, 3.0)
+    runs = result["models"]["cat_vae_4x8"]["runs"]
+    assert [r["temperature"] for r in runs] == [1.0, 3.0]
+    assert all(math.isfinite(r["final"]["elbo"]) for r in runs)
+    est = temperature.default_at(3.0)
+    assert est.site_infer == {"ils": {"temperature": 3.0}} and est.loss(None).site_choices == {}

@@ -55,10 +55,10 @@ def machine() -> dict:
     }
 
 
-def header(allow_dirty: bool, seeds: dict) -> dict:
+def header(allow_dirty: bool, seeds: dict, module: str = "benchmarks.zoo.run") -> dict:
     return {
         **commit(allow_dirty),
-        "command": "python -m benchmarks.zoo.run " + " ".join(sys.argv[1:]),
+        "command": f"python -m {module} " + " ".join(sys.argv[1:]),
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seeds": seeds,
         "machine": machine(),
