@@ -98,7 +98,9 @@ ESTIMATORS = {
             "the plugin's default: per site, exact differences over the site's "
             "alternatives where it has at most 20 and the model broadcasts over them "
             "(then it is TraceILSDiff_ELBO(): the local expectation gradient, Titsias "
-            "and Lázaro-Gredilla 2015), the midpoint limit otherwise (pyro_ils.site_choice)",
+            "and Lázaro-Gredilla 2015), the midpoint limit otherwise (ReinMax's "
+            "estimator, Liu et al. 2023, at the default temperature), each with the "
+            "analytic KL where the prior has one (pyro_ils.site_choice)",
             lambda task: TraceILS_ELBO(),
         ),
         Estimator(
