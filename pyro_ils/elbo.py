@@ -190,7 +190,9 @@ _DEFAULT_DOC = """
     chosen once per site by the rule of :mod:`pyro_ils.site_choice`: exact
     differences over the site's alternatives (:class:`~pyro_ils.TraceILSDiff_ELBO`)
     when it has at most ``max_alternatives`` of them and the model broadcasts over
-    them, the midpoint limit (ReinMax's estimator at temperature 1) otherwise.
+    them, the midpoint limit (ReinMax's estimator, at
+    :data:`~pyro_ils.site_choice.DEFAULT_TEMPERATURE` on sites past the budget)
+    otherwise, each with the analytic KL where the model's site has one registered.
     ``elbo.site_choices`` shows the choice; ``infer={"ils": {"exact_differences":
     False}}`` overrides it for one site. Any option given selects first-order ILS with
     those options on every site, as does ``max_alternatives=0``.
@@ -201,7 +203,8 @@ _OPTIONS_DOC = """
         (default) gives the target's default: 0 (the small-step limit) for
         ``"midpoint"``, 1.0 for the others.
     :param str projection: the target for converted sites: ``"midpoint"`` (default;
-        at ``c = 0`` ReinMax's estimator at temperature 1), ``"euclidean"`` and
+        at ``c = 0`` ReinMax's estimator at temperature 1, or at a site's
+        ``infer={{"ils": {{"temperature": t}}}}``), ``"euclidean"`` and
         ``"normalize"`` (the original method), ``"mirror"``, ``"mirror_rms"``, or
         ``"reference"``; see :func:`~pyro_ils.projections.intermediate_target`.
     :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,

@@ -335,7 +335,37 @@ seconds), from their curves.
 """
 
 
-def index(results, not_run=()) -> str:
+def temperature_section(result) -> str:
+    """The grid that chose the default's temperature (``benchmarks/zoo/temperature.py``)."""
+    grid = [f"{t:g}" for t in result["grid"]]
+    rows = [
+        "| model | " + " | ".join(f"tau {t}" for t in grid) + " | steps (cap) |",
+        "|---|" + "---|" * (len(grid) + 1),
+    ]
+    for m in result["models"].values():
+        steps = sorted({r["steps"] for r in m["runs"]})
+        capped = sum(r["stop"] == "max_steps" for r in m["runs"])
+        means = [f"{m['means'][str(float(t))]:.1f}" for t in grid]
+        rows.append(
+            f"| {m['title']} | " + " | ".join(means) + f" | {'/'.join(map(str, steps))} "
+            f"({capped} of {len(m['runs'])} at the cap) |"
+        )
+    worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
+    edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
+    return (
+        "## The default's temperature\n\n"
+        "Sites past `max_alternatives` get the midpoint limit at one temperature for every "
+        "model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
+        f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
+        f"seeds {result['seeds']['tuning']} only, at each model's own learning rate: mean "
+        "final held-out ELBO per image,\n\n"
+        + "\n".join(rows)
+        + f"\n\nRule ({result['rule']}): the largest shortfall from a model's best is "
+        f"{worst}; the choice is **tau = {result['choice']:g}**.{edge}"
+    )
+
+
+def index(results, not_run=(), temperature=None) -> str:
     rows = [
         "| model | exact referee | default − exact | best of the rest (final ELBO) |"
         " default's goals met | commit |",
@@ -361,12 +391,14 @@ def index(results, not_run=()) -> str:
             "\n\nIn `benchmarks/zoo/` but without a result file yet (their suites have not "
             "been run): " + ", ".join(f"`{name}`" for name in not_run) + "."
         )
+    chosen = "" if temperature is None else "\n\n" + temperature_section(temperature)
     return (
         "# The zoo\n\nPyro's own models with discrete guide sites, each trained with "
         "every relevant estimator to convergence (`benchmarks/zoo/`). Which estimator "
         "for which model, read off the result files (`python -m benchmarks.zoo.report`):\n\n"
         + "\n".join(rows)
         + pending
+        + chosen
         + "\n\n```{toctree}\n:maxdepth: 1\n\n"
         + "\n".join(r["model"] for r in results)
         + "\n```\n"
@@ -377,13 +409,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="write the zoo's docs pages")
     parser.add_argument("--check", action="store_true", help="fail if a page differs")
     args = parser.parse_args(argv)
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    results = [r for r in results if not r.get("quick")]
+    files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    files = [r for r in files if not r.get("quick")]
+    results = [r for r in files if "model" in r]  # a model's suite (benchmarks.zoo.run)
+    temperature = next((r for r in files if "choice" in r), None)
     pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
     from .run import TASKS
 
     done = {r["model"] for r in results}
-    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done))
+    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done), temperature)
     stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:
