@@ -3,8 +3,9 @@
 The guide is written with plain ``dist.Categorical`` and trained with
 ``TraceILS_ELBO`` (by default ``TraceILS_ELBO()``, which chooses per site: here the
 site's 3 x 8 = 24 alternatives exceed its budget of 20, so it gets the second-order ILS
-target in its small-step limit, ReinMax's estimator at temperature 1; the run prints
-the choice); the model uses the integer codes through ``F.one_hot``.
+target in its small-step limit, ReinMax's estimator at the default's temperature 2, with
+the analytic KL to the uniform prior; the run prints the choice); the model uses the
+integer codes through ``F.one_hot``.
 The latent space (``--latents`` x ``--categories``, 3 x 8 = 512 codes by
 default) is small enough to compute the held-out ELBO exactly by enumeration,
 so the result printed at the end is exact, not a sampled estimate.

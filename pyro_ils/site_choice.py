@@ -28,8 +28,8 @@ analytically for the site's ``log p - log q`` at both members, as
 
 1. ``infer={"ils": {"exact_differences": True}}`` asks for exact differences and
    ``False`` (or a ``temperature``) for the midpoint limit; a site dict that sets
-   ``step_size`` or ``projection`` gets first-order ILS with those options; a site whose guide
-   distribution is already an ILS distribution keeps it.
+   ``step_size`` or ``projection`` gets first-order ILS with those options; a site
+   whose guide distribution is already an ILS distribution keeps it.
 2. Otherwise a site gets exact differences when it has at most ``max_alternatives``
    alternatives (``M = K`` for a latent whose terms lie in all its plates, ``M = C
    K`` for ``C`` coupled elements such as ``.to_event`` latents; default
@@ -87,6 +87,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import get_rng_state, set_rng_state
 
 from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
+from .options import DEFAULT_PROJECTION, check_ils_temperature
 from .routing import (
     DIFF_KEY,
     GivenValueMessenger,
@@ -175,7 +176,7 @@ class _ChoosingMessenger(_PlainDrawMessenger):
             ils = msg["infer"]["ils"]
             own = "step_size" in ils or "projection" in ils
             member, reason = (FIRST_ORDER, "options in infer") if own else (MIDPOINT, "asked for")
-            temperature = ils.get("temperature", 1.0)
+            temperature = check_ils_temperature(ils.get("temperature"), DEFAULT_PROJECTION)
             self.choices[msg["name"]] = SiteChoice(member, None, reason, temperature)
             return
         choice = self.choices.get(msg["name"])
