@@ -32,7 +32,8 @@ def test_categorical_vae_demo(tmp_path):
     names = [r["estimator"] for r in result["results"]]
     assert names == ["ils", "ils-original", "ils-diff", "reinmax", "reinforce", "exact"]
     # the default's choice: 3 x 8 = 24 alternatives exceed the budget of 20
-    assert result["results"][0]["site_choices"]["z"].startswith("midpoint limit (24 alt")
+    choice = result["results"][0]["site_choices"]["z"]
+    assert choice.startswith("midpoint limit at temperature 2 (24 alt"), choice
     for r in result["results"]:
         # an ELBO is a log-probability of 64 binary pixels: negative and above 64 log(1/2)...
         assert -200 < r["test_elbo_exact"] < 0
