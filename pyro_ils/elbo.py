@@ -79,24 +79,32 @@ def guide_site_surrogate(site, log_r: LogRatio):
     return surrogate
 
 
+def site_kl(name, site, model_trace):
+    """``KL(q || p)`` (scaled, masked, summed) of the guide site ``site`` against the
+    model's latent site of the same name, or ``None`` where there is none or no KL is
+    registered for the pair."""
+    model_site = model_trace.nodes.get(name)
+    if model_site is None or model_site["is_observed"]:
+        return None
+    try:
+        kl = kl_divergence(site["fn"], model_site["fn"])
+    except NotImplementedError:
+        return None
+    return scale_and_mask(kl, site["scale"], site["mask"]).sum()
+
+
 def ils_site_kls(model_trace, guide_trace, skip=()) -> dict:
-    """``KL(q || p)`` (scaled, masked, summed) for each latent guide site drawn by an
-    ILS distribution, not enumerated and not in ``skip``, whose model site is latent
-    and has a KL registered with it."""
+    """:func:`site_kl` for each latent guide site drawn by an ILS distribution, not
+    enumerated and not in ``skip``, where it exists."""
     kls = {}
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or name in skip:
             continue
         if site["infer"].get("enumerate") or not _wraps_ils(site["fn"]):
             continue
-        model_site = model_trace.nodes.get(name)
-        if model_site is None or model_site["is_observed"]:
-            continue
-        try:
-            kl = kl_divergence(site["fn"], model_site["fn"])
-        except NotImplementedError:
-            continue
-        kls[name] = scale_and_mask(kl, site["scale"], site["mask"]).sum()
+        kl = site_kl(name, site, model_trace)
+        if kl is not None:
+            kls[name] = kl
     return kls
 
 

@@ -113,16 +113,14 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from .alternatives import DEFAULT_CHUNK_SIZE, Redraw, check_chunk_size, is_term, run_over_rows
-from .elbo import LogRatio, guide_site_surrogate, ils_site_kls
+from .elbo import LogRatio, guide_site_surrogate, ils_site_kls, site_kl
 from .ils import finite
 from .options import check_options, check_projection
 from .projections import intermediate_target
@@ -492,16 +490,7 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             self._values_only = False
 
     def _analytic(self, name, site, model_trace):
-        if not self.analytic_kl or name not in model_trace.nodes:
-            return None
-        model_site = model_trace.nodes[name]
-        if model_site["is_observed"]:
-            return None
-        try:
-            kl = kl_divergence(site["fn"], model_site["fn"])
-        except NotImplementedError:
-            return None
-        return scale_and_mask(kl, site["scale"], site["mask"]).sum()
+        return site_kl(name, site, model_trace) if self.analytic_kl else None
 
     def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):
         nesting = self._nesting
@@ -706,9 +695,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
                 averaged.setdefault(term, []).append(value)
         # Sites drawn by an ILS distribution (the default's midpoint sites) get the
         # analytic KL too, unless their model term depends on a routed site.
-        kls = ils_site_kls(model_trace, guide_trace, skip=set(routed) | set(averaged))
-        if not self.analytic_kl:
-            kls = {}
+        kls = {}
+        if self.analytic_kl:
+            kls = ils_site_kls(model_trace, guide_trace, skip=set(routed) | set(averaged))
         analytic = {name for name, r in routed.items() if r["kl"] is not None} | set(kls)
         elbo, surrogate = 0.0, 0.0
         log_r = LogRatio(model_trace, guide_trace)
