@@ -15,6 +15,7 @@ import sys
 import lightning.pytorch as pl
 import pyro
 import torch
+import torch.distributed as tdist
 from ddp_cases import N, build, data, elbos, flat_params
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -46,6 +47,16 @@ def main() -> None:
         trainer.fit(module, train_dataloaders=loader)
         result = {"init": init, "final": flat_params(module), "world": trainer.world_size}
         torch.save(result, os.path.join(out_dir, f"{name}.rank{trainer.global_rank}.pt"))
+    # Lightning leaves its process group up after ``fit``. Once in CI a rank aborted at
+    # interpreter exit ("terminate called without an active exception": a C++ thread
+    # still joinable when its destructor ran). So: wait until both ranks have saved,
+    # tear the group down, and leave without running the interpreter's exit handlers.
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
