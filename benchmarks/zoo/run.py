@@ -33,11 +33,12 @@ from . import record
 from .air import TASKS as _AIR
 from .estimators import ESTIMATORS, TEMPERATURE_GRID
 from .mixtures import TASKS as _MIXTURES
+from .moe import TASKS as _MOE
 from .ssvae import TASKS as _SSVAE
 from .training import train
 from .vaes import TASKS as _VAES
 
-TASKS = {**_MIXTURES, **_VAES, **_SSVAE, **_AIR}
+TASKS = {**_MIXTURES, **_MOE, **_VAES, **_SSVAE, **_AIR}
 LR_GRID = (0.01, 0.05, 0.25)
 
 
