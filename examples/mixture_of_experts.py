@@ -34,7 +34,12 @@ and that indexing is differentiable.
 
 Estimators, same seeds, steps, data and initialization:
 
-* ``ils``: ``TraceILS_ELBO`` (``--step-size``, ``--projection``);
+* ``default``: ``TraceILS_ELBO()`` with no arguments, the plugin's default. This site
+  has four alternatives and the model broadcasts over them, so the default gives it
+  exact differences: the gradient of ``ils-diff`` below (``site_choices`` shows it);
+* ``ils``: ``TraceILS_ELBO`` with the options given (``--step-size``, ``--projection``,
+  ``--guide-log-prob``; by default the original method, step 1 and the Euclidean
+  projection);
 * ``ils-diff``: ``TraceILSDiff_ELBO()`` at its defaults: the exact change of
   the loss over the K experts instead of ``dL/dz``, in the small-step limit, with
   the experts' terms averaged over the K alternatives (``rao_blackwellize``). For
@@ -210,6 +215,8 @@ class MixtureOfExperts(nn.Module):
 
 
 def make_loss(name, args):
+    if name == "default":
+        return TraceILS_ELBO()
     if name == "ils":
         return TraceILS_ELBO(
             step_size=args.step_size,
@@ -334,7 +341,7 @@ def save_figure(models, results, data, args, path):
         ax.set_ylabel("x2")
     # training curves, all seeds
     ax = axes[1, 0]
-    colors = {"ils": "C0", "reinforce": "C1", "exact": "C2"}
+    colors = {"default": "C4", "ils": "C0", "reinforce": "C1", "exact": "C2"}
     for r in results:
         steps = [h["step"] for h in r["history"]]
         bound = [h["train_bound"] for h in r["history"]]
@@ -373,12 +380,12 @@ def main(argv=None):
     parser.add_argument("--num-data", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--step-size", type=float, default=pyro_ils.DEFAULT_STEP_SIZE)
-    parser.add_argument("--projection", default=pyro_ils.DEFAULT_PROJECTION)
+    parser.add_argument("--step-size", type=float, default=1.0, help="ILS's step (ils only)")
+    parser.add_argument("--projection", default="euclidean", help="ILS's target (ils only)")
     parser.add_argument("--guide-log-prob", default="full", choices=["full", "stl", "analytic"])
     parser.add_argument(
-        "--estimators", nargs="+", default=["ils", "ils-diff", "reinforce", "exact"],
-        choices=["ils", "ils-diff", "reinforce", "exact"],
+        "--estimators", nargs="+", default=["default", "ils", "ils-diff", "reinforce", "exact"],
+        choices=["default", "ils", "ils-diff", "reinforce", "exact"],
     )  # fmt: skip
     parser.add_argument("--num-samples", type=int, default=1000, help="Predictive draws")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (small tensors)")

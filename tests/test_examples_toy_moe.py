@@ -81,8 +81,9 @@ def test_mixture_of_experts_smoke(tmp_path):
          "--num-data", "300", "--batch-size", "64", "--num-samples", "50", "--no-progress",
          "--out", str(tmp_path)],
     )  # fmt: skip
-    rows = _table_rows(out, "estimator", 4)
-    assert [r.split()[0] for r in rows] == ["ils", "ils-diff", "reinforce", "exact"]
+    names = ["default", "ils", "ils-diff", "reinforce", "exact"]
+    rows = _table_rows(out, "estimator", len(names))
+    assert [r.split()[0] for r in rows] == names
     for row in rows:
         values = _floats(row)
         assert len(values) == 9, row  # 3 x (mean, sd), regions, RMSE, seconds
@@ -96,7 +97,7 @@ def test_mixture_of_experts_smoke(tmp_path):
             assert math.isfinite(m["bound"]) and m["bound"] <= m["log_lik"] + 1e-4
             assert 0 <= m["region_accuracy"] <= 1
     assert os.path.getsize(tmp_path / "mixture_of_experts.png") > 1000
-    for name in ("ils", "ils-diff", "reinforce", "exact"):
+    for name in names:
         assert os.path.getsize(tmp_path / f"mixture_of_experts_{name}_posterior.png") > 1000
         _check_summary_csv(tmp_path / f"mixture_of_experts_{name}_summary.csv")
 
