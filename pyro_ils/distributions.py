@@ -111,15 +111,17 @@ class ILSCategorical(ILSDistributionMixin, SurrogateCategoricalMixin, Categorica
     :param logits: event log-odds, as for the base class.
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     :param float step_size: ILS step ``c >= 0``; ``None`` (default) gives the
-        target's default: ``0`` (the small-step limit) for ``"midpoint"``, 1.0 otherwise.
+        target's default: ``0`` (the small-step limit) for the second-order targets,
+        1.0 otherwise.
     :param str projection: the target: ``"midpoint"`` (default; the second-order
         target, whose limit ``c = 0`` is ReinMax's estimator at temperature 1),
-        ``"euclidean"`` and ``"normalize"`` (the proposal's step from the drawn
-        vertex), ``"mirror"``, ``"mirror_rms"`` (entropic steps from ``pi``), or
+        ``"midpoint_scaled"`` (its difference divided by ``c``), ``"euclidean"`` and
+        ``"normalize"`` (the proposal's step from the drawn vertex), ``"mirror"``,
+        ``"mirror_rms"`` (entropic steps from ``pi``), or
         ``"reference"`` (the original code's incorrect gradient, for comparison);
         see :func:`~pyro_ils.projections.intermediate_target`.
-    :param float temperature: the midpoint target's temperature ``tau > 0``
-        (``None``: 1; ``"midpoint"`` only). It moves the midpoint to
+    :param float temperature: the second-order targets' temperature ``tau > 0``
+        (``None``: 1; those targets only). It moves the midpoint to
         ``(softmax(logits / tau) + z) / 2``, so that at ``c = 0`` the backward is
         ReinMax's at temperature ``tau``.
     """

@@ -208,11 +208,12 @@ _DEFAULT_DOC = """
 
 _OPTIONS_DOC = """
     :param float step_size: ILS step ``c >= 0`` for converted sites; ``None``
-        (default) gives the target's default: 0 (the small-step limit) for
-        ``"midpoint"``, 1.0 for the others.
+        (default) gives the target's default: 0 (the small-step limit) for the
+        second-order targets, 1.0 for the others.
     :param str projection: the target for converted sites: ``"midpoint"`` (default;
         at ``c = 0`` ReinMax's estimator at temperature 1, or at a site's
-        ``infer={{"ils": {{"temperature": t}}}}``), ``"euclidean"`` and
+        ``infer={{"ils": {{"temperature": t}}}}``), ``"midpoint_scaled"`` (its
+        difference divided by ``c``), ``"euclidean"`` and
         ``"normalize"`` (the original method), ``"mirror"``, ``"mirror_rms"``, or
         ``"reference"``; see :func:`~pyro_ils.projections.intermediate_target`.
     :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,

@@ -120,7 +120,8 @@ def ils_onehot(
       **incorrect** (it is the gradient with respect to the probabilities,
       returned for the logits); use it only for comparison.
 
-    * ``projection="midpoint"`` (the default), ``"mirror"`` and ``"mirror_rms"``:
+    * ``projection="midpoint"`` (the default), ``"midpoint_scaled"``, ``"mirror"``
+      and ``"mirror_rms"``:
       :math:`\pi - \pi_D` with the targets of
       :func:`~pyro_ils.projections.intermediate_target`; at the default step
       ``c = 0`` the midpoint target's limit is ReinMax's backward (temperature 1).
@@ -128,11 +129,12 @@ def ils_onehot(
     Categories with ``-inf`` logits are never drawn and receive zero gradient.
 
     :param torch.Tensor logits: unnormalized log-probabilities, shape ``batch + (K,)``.
-    :param float step_size: the step ``c >= 0`` (``0`` only for ``"midpoint"`` and
-        ``"mirror"``); ``None``: 0 for ``"midpoint"``, 1.0 otherwise.
+    :param float step_size: the step ``c >= 0`` (``0`` only for the second-order
+        targets and ``"mirror"``); ``None``: 0 for the second-order targets, 1.0
+        otherwise.
     :param str projection: the target (default ``"midpoint"``); see above.
-    :param float temperature: the midpoint target's temperature ``tau > 0`` (default
-        1; ``"midpoint"`` only): at ``c = 0``, ReinMax's backward at ``tau``.
+    :param float temperature: the second-order targets' temperature ``tau > 0``
+        (default 1; those targets only): at ``c = 0``, ReinMax's backward at ``tau``.
     :returns: a one-hot tensor of the shape, dtype and device of ``logits``.
     """
     step_size, projection = check_options(step_size, projection)

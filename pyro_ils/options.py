@@ -7,7 +7,7 @@ from numbers import Real
 
 import torch
 
-from .projections import LIMIT_TARGETS, TARGETS
+from .projections import LIMIT_TARGETS, SECOND_ORDER_TARGETS, TARGETS
 
 __all__ = [
     "DEFAULT_STEP_SIZE",
@@ -55,8 +55,8 @@ def check_projection(projection) -> str:
 
 def default_step_size(projection: str) -> float:
     """The step a target gets when none is given: ``0`` (the small-step limit) for
-    ``"midpoint"``, ``1.0`` (the proposal's) for every other target."""
-    return DEFAULT_STEP_SIZE if projection == DEFAULT_PROJECTION else 1.0
+    the second-order targets, ``1.0`` (the proposal's) for every other target."""
+    return DEFAULT_STEP_SIZE if projection in SECOND_ORDER_TARGETS else 1.0
 
 
 def check_options(step_size, projection) -> tuple[float, str]:
@@ -77,14 +77,14 @@ def check_options(step_size, projection) -> tuple[float, str]:
 
 
 def check_ils_temperature(temperature, projection: str) -> float:
-    """The midpoint target's ``temperature`` as a positive finite float (``None``:
-    1.0); any other target takes only 1.0. Raises ``ValueError`` otherwise."""
+    """The second-order targets' ``temperature`` as a positive finite float
+    (``None``: 1.0); any other target takes only 1.0. Raises ``ValueError`` otherwise."""
     from .estimators._surrogate_estimator import check_temperature
 
     temperature = 1.0 if temperature is None else check_temperature(temperature)
-    if temperature != 1.0 and projection != DEFAULT_PROJECTION:
+    if temperature != 1.0 and projection not in SECOND_ORDER_TARGETS:
         raise ValueError(
-            f"temperature applies to projection={DEFAULT_PROJECTION!r} only, got "
+            f"temperature applies to projection in {SECOND_ORDER_TARGETS} only, got "
             f"temperature={temperature!r} with projection={projection!r}"
         )
     return temperature

@@ -26,14 +26,15 @@ PROJECTIONS = ("euclidean", "normalize", "reference")
 #: Targets stepped from the current distribution ``pi`` with the entropic
 #: (mirror-descent) map instead; see :func:`intermediate_target`.
 MEAN_START_TARGETS = ("mirror", "mirror_rms")
-#: The second-order target: entropic steps from the midpoint of ``pi`` and ``z``
-#: and from ``pi``, combined as ReinMax combines its two Jacobians.
-SECOND_ORDER_TARGETS = ("midpoint",)
+#: The second-order targets: entropic steps from the midpoint of ``pi`` and ``z``
+#: and from ``pi``, combined as ReinMax combines its two Jacobians; ``"midpoint_scaled"``
+#: divides the difference ``pi - pi_D`` by the step.
+SECOND_ORDER_TARGETS = ("midpoint", "midpoint_scaled")
 #: Names accepted by the ``projection`` option.
 TARGETS = PROJECTIONS + MEAN_START_TARGETS + SECOND_ORDER_TARGETS
 #: Targets whose small-step limit ``step_size=0`` is defined: ``(pi - pi_D) / c`` as
 #: ``c -> 0``, entered as the "target" ``pi_D = pi - lim (pi - pi_D) / c``.
-LIMIT_TARGETS = ("mirror", "midpoint")
+LIMIT_TARGETS = ("mirror", "midpoint", "midpoint_scaled")
 
 
 #: Rows are first projected from their top ``_TOP_M`` entries; see ``_project_simplex``.
@@ -165,7 +166,12 @@ def _mirror_target(logits: Tensor, g: Tensor, step_size: float, rms: bool) -> Te
 
 
 def _midpoint_target(
-    z: Tensor, logits: Tensor, g: Tensor, step_size: float, temperature: float = 1.0
+    z: Tensor,
+    logits: Tensor,
+    g: Tensor,
+    step_size: float,
+    temperature: float = 1.0,
+    scaled: bool = False,
 ) -> Tensor:
     # h(p) = p * exp(-c g) / <p, exp(-c g)>, stepped from p1 = (pi_tau + z) / 2 and from pi.
     pi = softmax(logits)
@@ -175,8 +181,9 @@ def _midpoint_target(
         return pi - 2.0 * softmax_vjp(p1, g) + 0.5 * softmax_vjp(pi, g)
     stepped_mid = softmax(p1.log() - step_size * g)
     stepped_pi = _mirror_target(logits, g, step_size, rms=False)
-    # pi - pi_D = 2 (p1 - h(p1)) - (pi - h(pi)) / 2.
-    return pi - 2.0 * (p1 - stepped_mid) + 0.5 * (pi - stepped_pi)
+    # pi - pi_D = 2 (p1 - h(p1)) - (pi - h(pi)) / 2, divided by c where scaled.
+    difference = 2.0 * (p1 - stepped_mid) - 0.5 * (pi - stepped_pi)
+    return pi - (difference / step_size if scaled else difference)
 
 
 def intermediate_target(
@@ -215,18 +222,24 @@ def intermediate_target(
       O(c^2)`, for small ``c`` this is ``c`` times ReinMax's backward at temperature
       1; larger ``c`` adds higher-order terms in ``g``. ``pi_D`` sums to one but may
       have negative entries.
+    * ``"midpoint_scaled"``: the same difference divided by ``c``, so that it stays of
+      the size of a gradient as ``c`` grows: for small ``c`` it is ReinMax's backward
+      (the same limit at ``c = 0``), and for large ``c`` the steps saturate, each
+      entry bounded by about :math:`2.5 / c` (a soft clip of the large incoming
+      gradients).
 
-    ``temperature`` :math:`\tau` (``"midpoint"`` only) moves the midpoint to
+    ``temperature`` :math:`\tau` (the two second-order targets only) moves the midpoint to
     :math:`p_1 = (\mathrm{softmax}(\theta / \tau) + z) / 2`, as ReinMax's
     temperature does: the small-step limit is then ReinMax's backward at
     temperature :math:`\tau`. For :math:`\tau \ne 1` the limit is biased even for
     a loss linear in ``z``; a larger :math:`\tau` moves :math:`p_1` towards the
     middle of the simplex and trades that bias for less variance.
     """
-    if projection == "midpoint":
+    if projection in SECOND_ORDER_TARGETS:
         if logits is None:
-            raise ValueError("projection='midpoint' needs the logits")
-        return _midpoint_target(z, logits, g, step_size, temperature)
+            raise ValueError(f"projection={projection!r} needs the logits")
+        scaled = projection == "midpoint_scaled"
+        return _midpoint_target(z, logits, g, step_size, temperature, scaled)
     if projection in MEAN_START_TARGETS:
         if logits is None:
             raise ValueError(f"projection={projection!r} needs the logits")

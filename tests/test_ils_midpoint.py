@@ -85,6 +85,36 @@ def test_limit_is_unbiased_for_a_linear_loss():
     torch.testing.assert_close(expected, true)
 
 
+@pytest.mark.parametrize("c", [0.0, 0.3, 4.0])
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_scaled_midpoint_is_the_midpoint_difference_over_the_step(c, tau):
+    """``"midpoint_scaled"``: the midpoint target's ``pi - pi_D`` divided by ``c``
+    (oracle: the stated formula with ``torch.softmax``), with the same limit at 0."""
+    logits, index, a = _setup(12)
+    got = _ils_grad_at(logits, index, a, c, tau, "midpoint_scaled")
+    if c == 0:
+        torch.testing.assert_close(got, _reinmax_algorithm2(logits, index, a, tau))
+        return
+    pi = torch.softmax(logits, -1)
+    p1 = (torch.softmax(logits / tau, -1) + F.one_hot(index, K).double()) / 2
+
+    def h(p):
+        return torch.softmax(p.log() - c * a, -1)
+
+    torch.testing.assert_close(got, (2 * (p1 - h(p1)) - 0.5 * (pi - h(pi))) / c)
+
+
+def test_scaled_midpoint_approaches_reinmax_and_clips_large_gradients():
+    logits, index, a = _setup(13)
+    limit = _reinmax_algorithm2(logits, index, a)
+    small = _ils_grad_at(logits, index, a, 1e-4, 1.0, "midpoint_scaled")
+    assert (small - limit).abs().max() < 1e-3 * limit.abs().max()
+    c = 0.5
+    huge = _ils_grad_at(logits, index, 1e4 * a, c, 1.0, "midpoint_scaled")
+    assert huge.abs().max() <= 2.5 / c
+    assert _reinmax_algorithm2(logits, index, 1e4 * a).abs().max() > 100 * huge.abs().max()
+
+
 def test_mirror_limit_is_straight_through():
     logits, index, a = _setup(4)
     pi = torch.softmax(logits, -1)
@@ -157,10 +187,10 @@ def test_midpoint_limit_trains_the_readme_quickstart():
     assert (locs - torch.tensor([-4.0, 0.0, 4.0])).abs().max() < 0.5, locs
 
 
-def _ils_grad_at(logits, index, a, step_size, temperature):
+def _ils_grad_at(logits, index, a, step_size, temperature, projection="midpoint"):
     leaf = logits.clone().requires_grad_()
     z = ils_onehot_from_index(
-        leaf, index, step_size=step_size, projection="midpoint", temperature=temperature
+        leaf, index, step_size=step_size, projection=projection, temperature=temperature
     )
     (z * a).sum().backward()
     return leaf.grad
@@ -223,7 +253,7 @@ def test_distributions_carry_the_temperature_through_shapes_and_routing():
         ({"temperature": 0.0}, "temperature must be a positive"),
         ({"temperature": float("inf")}, "temperature must be a positive"),
         ({"temperature": True}, "temperature must be a positive"),
-        ({"temperature": 2.0, "projection": "mirror"}, "projection='midpoint' only"),
+        ({"temperature": 2.0, "projection": "mirror"}, "applies to projection in"),
     ],
 )
 def test_bad_temperatures_are_refused(kwargs, match):

@@ -168,3 +168,30 @@ def test_the_temperature_grid_runs_the_default_at_each_temperature(tmp_path):
     assert all(math.isfinite(r["final"]["elbo"]) for r in runs)
     est = temperature.default_at(3.0)
     assert est.site_infer == {"ils": {"temperature": 3.0}} and est.loss(None).site_choices == {}
+
+
+def test_the_step_grid_starts_at_the_default_itself(tmp_path):
+    """``--param step_size``: the scaled midpoint target at the default's temperature;
+    its ``c = 0`` trains exactly as the default does (same seed, same final ELBO), and
+    a step ``c > 0`` trains differently."""
+    from benchmarks.zoo.training import train
+    from pyro_ils.site_choice import DEFAULT_TEMPERATURE
+
+    out = tmp_path / "c.json"
+    argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]
+    argv += ["--param", "step_size", "--step-sizes", "0,0.3", "--out", str(out)]
+    result = temperature.main(argv)
+    assert json.loads(out.read_text())["grid"] == [0.0, 0.3]
+    assert result["param"] == "step_size" and result["projection"] == "midpoint_scaled"
+    runs = result["models"]["cat_vae_4x8"]["runs"]
+    assert [r["step_size"] for r in runs] == [0.0, 0.3]
+    task = TASKS["cat_vae_4x8"](quick=True)
+    default = train(task, ESTIMATORS["ils_default"], task.lr, runs[0]["seed"])
+    assert default["final"]["elbo"] == runs[0]["final"]["elbo"]
+    assert runs[1]["final"]["elbo"] != runs[0]["final"]["elbo"]
+    est = temperature.default_at(DEFAULT_TEMPERATURE, step_size=0.3)
+    assert est.site_infer["ils"] == {
+        "temperature": DEFAULT_TEMPERATURE,
+        "projection": "midpoint_scaled",
+        "step_size": 0.3,
+    }

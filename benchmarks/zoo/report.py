@@ -335,11 +335,14 @@ seconds), from their curves.
 """
 
 
-def temperature_section(result) -> str:
-    """The grid that chose the default's temperature (``benchmarks/zoo/temperature.py``)."""
+def grid_section(result) -> str:
+    """A grid of the default's member on the VAEs (``benchmarks/zoo/temperature.py``):
+    the temperature that was chosen, or the steps of the scaled midpoint target."""
+    param = result.get("param", "temperature")
+    name = "tau" if param == "temperature" else "c"
     grid = [f"{t:g}" for t in result["grid"]]
     rows = [
-        "| model | " + " | ".join(f"tau {t}" for t in grid) + " | steps (cap) |",
+        "| model | " + " | ".join(f"{name} {t}" for t in grid) + " | steps (cap) |",
         "|---|" + "---|" * (len(grid) + 1),
     ]
     for m in result["models"].values():
@@ -352,20 +355,37 @@ def temperature_section(result) -> str:
         )
     worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
     edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
+    if param == "temperature":
+        head = (
+            "## The default's temperature\n\n"
+            "Sites past `max_alternatives` get the midpoint limit at one temperature for "
+            "every model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
+        )
+        verdict = f"the choice is **tau = {result['choice']:g}**.{edge}"
+    else:
+        head = (
+            "## Steps of the scaled midpoint target\n\n"
+            f"The default's member for large sites is the limit `c = 0` at temperature "
+            f"{result['temperature']:g}. Steps `c > 0` of "
+            f'`projection="{result["projection"]}"` (the midpoint target\'s difference '
+            "divided by `c`, the same limit) at that temperature were tried by "
+        )
+        keep = "the default keeps its limit" if result["choice"] == 0 else "not yet acted on"
+        verdict = (
+            f"the rule's choice is **c = {result['choice']:g}** ({keep}; a change of the "
+            f"default would be measured on the reported seeds first).{edge}"
+        )
     return (
-        "## The default's temperature\n\n"
-        "Sites past `max_alternatives` get the midpoint limit at one temperature for every "
-        "model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
-        f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
+        head + f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
         f"seeds {result['seeds']['tuning']} only, at each model's own learning rate: mean "
         "final held-out ELBO per image,\n\n"
         + "\n".join(rows)
         + f"\n\nRule ({result['rule']}): the largest shortfall from a model's best is "
-        f"{worst}; the choice is **tau = {result['choice']:g}**.{edge}"
+        f"{worst}; {verdict}"
     )
 
 
-def index(results, not_run=(), temperature=None) -> str:
+def index(results, not_run=(), grids=()) -> str:
     rows = [
         "| model | exact referee | default − exact | best of the rest (final ELBO) |"
         " default's goals met | commit |",
@@ -391,7 +411,7 @@ def index(results, not_run=(), temperature=None) -> str:
             "\n\nIn `benchmarks/zoo/` but without a result file yet (their suites have not "
             "been run): " + ", ".join(f"`{name}`" for name in not_run) + "."
         )
-    chosen = "" if temperature is None else "\n\n" + temperature_section(temperature)
+    chosen = "".join("\n\n" + grid_section(g) for g in grids)
     return (
         "# The zoo\n\nPyro's own models with discrete guide sites, each trained with "
         "every relevant estimator to convergence (`benchmarks/zoo/`). Which estimator "
@@ -412,12 +432,14 @@ def main(argv=None) -> int:
     files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     files = [r for r in files if not r.get("quick")]
     results = [r for r in files if "model" in r]  # a model's suite (benchmarks.zoo.run)
-    temperature = next((r for r in files if "choice" in r), None)
+    # the grids of the default's member (temperature first)
+    grids = [r for r in files if "choice" in r]
+    grids.sort(key=lambda r: r.get("param", "temperature") != "temperature")
     pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
     from .run import TASKS
 
     done = {r["model"] for r in results}
-    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done), temperature)
+    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done), grids)
     stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:

@@ -1,9 +1,11 @@
-"""Choose the temperature of the default's midpoint limit on the zoo's VAEs.
+"""Choose the temperature of the default's midpoint limit on the zoo's VAEs (and try
+steps of the scaled midpoint target there).
 
 ::
 
     python -m benchmarks.zoo.temperature               # the grid on every VAE
     python -m benchmarks.zoo.temperature --quick       # a smoke-sized run
+    python -m benchmarks.zoo.temperature --param step_size   # steps c at DEFAULT_TEMPERATURE
 
 ``TraceILS_ELBO()`` gives a site with more than ``max_alternatives`` alternatives the
 midpoint limit, whose temperature ``tau`` (:mod:`pyro_ils.site_choice`) is one number
@@ -17,6 +19,12 @@ The rule, fixed before the run: for each model the shortfall of each ``tau`` is 
 best mean final held-out ELBO over the grid minus that ``tau``'s mean; the choice is
 the ``tau`` whose largest shortfall over the models is smallest (minimax regret). A
 choice at an edge of the grid is reported as such.
+
+``--param step_size`` runs the same protocol and rule over the step ``c`` of
+``projection="midpoint_scaled"`` at the default's temperature
+(:data:`STEP_GRID`; ``c = 0`` is the default's own member), written to
+``default_step_size.json``: whether steps of the second-order target, kept at the
+size of a gradient, do better than its limit on the models where the default uses it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import json
 import torch
 from tqdm import tqdm
 
+from pyro_ils.site_choice import DEFAULT_TEMPERATURE
+
 from . import record
 from .estimators import ESTIMATORS
 from .run import TUNING_SEEDS, _mean, _score
@@ -35,15 +45,19 @@ from .training import train
 from .vaes import TASKS as VAES
 
 GRID = (1.0, 2.0, 4.0, 8.0)
+#: The steps of ``--param step_size`` (``projection="midpoint_scaled"``).
+STEP_GRID = (0.0, 0.03, 0.1, 0.3, 1.0)
 
 
-def default_at(temperature: float):
-    """The default estimator with its sites' midpoint limit at ``temperature``."""
-    return dataclasses.replace(
-        ESTIMATORS["ils_default"],
-        label=f"TraceILS_ELBO(), temperature {temperature:g}",
-        site_infer={"ils": {"temperature": temperature}},
-    )
+def default_at(temperature: float, step_size: float | None = None):
+    """The default estimator with its sites' midpoint limit at ``temperature`` or,
+    with ``step_size``, the scaled midpoint target at that step."""
+    ils = {"temperature": temperature}
+    label = f"TraceILS_ELBO(), temperature {temperature:g}"
+    if step_size is not None:
+        ils.update(projection="midpoint_scaled", step_size=step_size)
+        label += f", midpoint_scaled step {step_size:g}"
+    return dataclasses.replace(ESTIMATORS["ils_default"], label=label, site_infer={"ils": ils})
 
 
 def choose(table: dict[str, dict[str, float]]) -> tuple[float, dict[str, float]]:
@@ -60,7 +74,9 @@ def choose(table: dict[str, dict[str, float]]) -> tuple[float, dict[str, float]]
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(VAES), help="comma-separated")
+    parser.add_argument("--param", choices=("temperature", "step_size"), default="temperature")
     parser.add_argument("--temperatures", default=",".join(f"{t:g}" for t in GRID))
+    parser.add_argument("--step-sizes", default=",".join(f"{c:g}" for c in STEP_GRID))
     parser.add_argument("--quick", action="store_true", help="smoke-sized: tiny budgets")
     parser.add_argument("--allow-dirty", action="store_true", help="mark the result dirty")
     parser.add_argument("--out", default=None, help="result file (default: results/zoo/)")
@@ -71,11 +87,19 @@ def main(argv=None) -> dict:
     unknown = set(models) - set(VAES)
     if unknown:
         parser.error(f"unknown models {sorted(unknown)}; choose from {sorted(VAES)}")
-    grid = [float(t) for t in args.temperatures.split(",")]
+    values = args.temperatures if args.param == "temperature" else args.step_sizes
+    grid = [float(v) for v in values.split(",")]
+
+    def estimator(v):
+        if args.param == "temperature":
+            return default_at(v)
+        return default_at(DEFAULT_TEMPERATURE, step_size=v)
+
     seeds = TUNING_SEEDS[:1] if args.quick else TUNING_SEEDS
     result = {
         **record.header(args.allow_dirty, {"tuning": list(seeds)}, "benchmarks.zoo.temperature"),
         "quick": args.quick,
+        "param": args.param,
         "grid": grid,
         "rule": "minimax regret over the models of the mean final held-out ELBO",
         "models": {},
@@ -88,8 +112,8 @@ def main(argv=None) -> dict:
         for t in grid:
             scores = []
             for seed in seeds:
-                run = train(task, default_at(t), task.lr, seed)
-                run.update(temperature=t, seed=seed)
+                run = train(task, estimator(t), task.lr, seed)
+                run.update({args.param: t, "seed": seed})
                 runs.append(run)
                 scores.append(_score(run))
                 bar.update(1)
@@ -99,15 +123,17 @@ def main(argv=None) -> dict:
     bar.close()
     best, worst = choose(table)
     result.update(choice=best, worst_shortfall=worst, edge=best in (min(grid), max(grid)))
+    if args.param == "step_size":
+        result.update(temperature=DEFAULT_TEMPERATURE, projection="midpoint_scaled")
     out = args.out or str(
-        record.RESULTS / f"default_temperature{'_quick' if args.quick else ''}.json"
+        record.RESULTS / f"default_{args.param}{'_quick' if args.quick else ''}.json"
     )
     record.RESULTS.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     for name, means in table.items():
-        print(name, " ".join(f"tau {t}: {m:.2f}" for t, m in means.items()))
-    print(f"choice: tau = {best:g} (largest shortfall {worst[str(best)]:.2f})")
+        print(name, " ".join(f"{args.param} {t}: {m:.2f}" for t, m in means.items()))
+    print(f"choice: {args.param} = {best:g} (largest shortfall {worst[str(best)]:.2f})")
     print(f"wrote {out}")
     return result
 
