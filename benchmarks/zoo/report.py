@@ -21,50 +21,13 @@ import math
 import sys
 from pathlib import Path
 
-from scipy import stats
-
 from .record import REPO, RESULTS
+from .stats import _mean_sd, paired, t_interval
+from .temperature import grid_section
 
 DOCS = REPO / "docs" / "zoo"
 IMG = REPO / "docs" / "img"
 DEFAULT = "ils_default"
-
-
-def _mean_sd(xs):
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if not xs:
-        return math.nan, math.nan, 0
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd, len(xs)
-
-
-def t_interval(diffs, level=0.95):
-    """Mean of paired differences and the half-width of its t-interval (``n - 1`` df)."""
-    m, sd, n = _mean_sd(diffs)
-    if n < 2:
-        return m, math.nan, n
-    return m, stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n), n
-
-
-def _at(run, key, limit):
-    """The metric at the last curve point with ``key <= limit``."""
-    points = [p for p in run["curve"] if p[key] <= limit + 1e-12]
-    return (points[-1] if points else run["curve"][0])["metric"]
-
-
-def paired(runs_a, runs_b, budget):
-    """Per seed, ``a - b`` at equal ``budget`` ("steps" or "seconds")."""
-    by_seed = {r["seed"]: r for r in runs_b}
-    diffs = []
-    for a in runs_a:
-        b = by_seed.get(a["seed"])
-        if b is None or not a["curve"] or not b["curve"]:
-            continue
-        limit = min(a[budget], b[budget])
-        key = "step" if budget == "steps" else budget
-        diffs.append(_at(a, key, limit) - _at(b, key, limit))
-    return diffs
 
 
 def _runs(result, name, setting="tuned"):
@@ -333,56 +296,6 @@ seconds), from their curves.
 
 ![curves](../img/zoo_{result["model"]}.png)
 """
-
-
-def grid_section(result) -> str:
-    """A grid of the default's member on the VAEs (``benchmarks/zoo/temperature.py``):
-    the temperature that was chosen, or the steps of the scaled midpoint target."""
-    param = result.get("param", "temperature")
-    name = "tau" if param == "temperature" else "c"
-    grid = [f"{t:g}" for t in result["grid"]]
-    rows = [
-        "| model | " + " | ".join(f"{name} {t}" for t in grid) + " | steps (cap) |",
-        "|---|" + "---|" * (len(grid) + 1),
-    ]
-    for m in result["models"].values():
-        steps = sorted({r["steps"] for r in m["runs"]})
-        capped = sum(r["stop"] == "max_steps" for r in m["runs"])
-        means = [f"{m['means'][str(float(t))]:.1f}" for t in grid]
-        rows.append(
-            f"| {m['title']} | " + " | ".join(means) + f" | {'/'.join(map(str, steps))} "
-            f"({capped} of {len(m['runs'])} at the cap) |"
-        )
-    worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
-    edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
-    if param == "temperature":
-        head = (
-            "## The default's temperature\n\n"
-            "Sites past `max_alternatives` get the midpoint limit at one temperature for "
-            "every model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
-        )
-        verdict = f"the choice is **tau = {result['choice']:g}**.{edge}"
-    else:
-        head = (
-            "## Steps of the scaled midpoint target\n\n"
-            f"The default's member for large sites is the limit `c = 0` at temperature "
-            f"{result['temperature']:g}. Steps `c > 0` of "
-            f'`projection="{result["projection"]}"` (the midpoint target\'s difference '
-            "divided by `c`, the same limit) at that temperature were tried by "
-        )
-        keep = "the default keeps its limit" if result["choice"] == 0 else "not yet acted on"
-        verdict = (
-            f"the rule's choice is **c = {result['choice']:g}** ({keep}; a change of the "
-            f"default would be measured on the reported seeds first).{edge}"
-        )
-    return (
-        head + f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
-        f"seeds {result['seeds']['tuning']} only, at each model's own learning rate: mean "
-        "final held-out ELBO per image,\n\n"
-        + "\n".join(rows)
-        + f"\n\nRule ({result['rule']}): the largest shortfall from a model's best is "
-        f"{worst}; {verdict}"
-    )
 
 
 def index(results, not_run=(), grids=()) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 from tqdm import tqdm
@@ -35,6 +34,7 @@ from .estimators import ESTIMATORS, TEMPERATURE_GRID
 from .mixtures import TASKS as _MIXTURES
 from .moe import TASKS as _MOE
 from .ssvae import TASKS as _SSVAE
+from .stats import final_score, finite_mean
 from .training import train
 from .vaes import TASKS as _VAES
 
@@ -54,15 +54,6 @@ TUNING_SEEDS = (100, 101)
 REPORTED_SEEDS = (0, 1, 2, 3, 4)
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else -math.inf
-
-
-def _score(run) -> float:
-    return run["final"].get("elbo", -math.inf) if run["stop"] != "diverged" else -math.inf
-
-
 #: The factor by which each grid is widened at a best edge.
 WIDEN_FACTOR = {"lr": 5.0, "temperature": 2.0}
 
@@ -78,7 +69,7 @@ def _grid_search(task, values, make, seeds, bar, key):
             est, lr = make(v)
             runs = [train(task, est, lr, s) for s in seeds]
             bar.update(len(seeds))
-            table[v] = _mean([_score(r) for r in runs])
+            table[v] = finite_mean([final_score(r) for r in runs])
         ordered = sorted(table)
         best = max(ordered, key=lambda v: table[v])
         if best not in (ordered[0], ordered[-1]) or len(ordered) < 2:

@@ -40,7 +40,8 @@ from pyro_ils.site_choice import DEFAULT_TEMPERATURE
 
 from . import record
 from .estimators import ESTIMATORS
-from .run import TUNING_SEEDS, _mean, _score
+from .run import TUNING_SEEDS
+from .stats import final_score, finite_mean
 from .training import train
 from .vaes import TASKS as VAES
 
@@ -115,9 +116,9 @@ def main(argv=None) -> dict:
                 run = train(task, estimator(t), task.lr, seed)
                 run.update({args.param: t, "seed": seed})
                 runs.append(run)
-                scores.append(_score(run))
+                scores.append(final_score(run))
                 bar.update(1)
-            means[str(t)] = _mean(scores)
+            means[str(t)] = finite_mean(scores)
         table[name] = means
         result["models"][name] = {"title": task.title, "lr": task.lr, "means": means, "runs": runs}
     bar.close()
@@ -136,6 +137,56 @@ def main(argv=None) -> dict:
     print(f"choice: {args.param} = {best:g} (largest shortfall {worst[str(best)]:.2f})")
     print(f"wrote {out}")
     return result
+
+
+def grid_section(result) -> str:
+    """A grid of the default's member on the VAEs (``benchmarks/zoo/temperature.py``):
+    the temperature that was chosen, or the steps of the scaled midpoint target."""
+    param = result.get("param", "temperature")
+    name = "tau" if param == "temperature" else "c"
+    grid = [f"{t:g}" for t in result["grid"]]
+    rows = [
+        "| model | " + " | ".join(f"{name} {t}" for t in grid) + " | steps (cap) |",
+        "|---|" + "---|" * (len(grid) + 1),
+    ]
+    for m in result["models"].values():
+        steps = sorted({r["steps"] for r in m["runs"]})
+        capped = sum(r["stop"] == "max_steps" for r in m["runs"])
+        means = [f"{m['means'][str(float(t))]:.1f}" for t in grid]
+        rows.append(
+            f"| {m['title']} | " + " | ".join(means) + f" | {'/'.join(map(str, steps))} "
+            f"({capped} of {len(m['runs'])} at the cap) |"
+        )
+    worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
+    edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
+    if param == "temperature":
+        head = (
+            "## The default's temperature\n\n"
+            "Sites past `max_alternatives` get the midpoint limit at one temperature for "
+            "every model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
+        )
+        verdict = f"the choice is **tau = {result['choice']:g}**.{edge}"
+    else:
+        head = (
+            "## Steps of the scaled midpoint target\n\n"
+            f"The default's member for large sites is the limit `c = 0` at temperature "
+            f"{result['temperature']:g}. Steps `c > 0` of "
+            f'`projection="{result["projection"]}"` (the midpoint target\'s difference '
+            "divided by `c`, the same limit) at that temperature were tried by "
+        )
+        keep = "the default keeps its limit" if result["choice"] == 0 else "not yet acted on"
+        verdict = (
+            f"the rule's choice is **c = {result['choice']:g}** ({keep}; a change of the "
+            f"default would be measured on the reported seeds first).{edge}"
+        )
+    return (
+        head + f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
+        f"seeds {result['seeds']['tuning']} only, at each model's own learning rate: mean "
+        "final held-out ELBO per image,\n\n"
+        + "\n".join(rows)
+        + f"\n\nRule ({result['rule']}): the largest shortfall from a model's best is "
+        f"{worst}; {verdict}"
+    )
 
 
 if __name__ == "__main__":
