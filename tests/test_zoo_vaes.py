@@ -195,3 +195,16 @@ def test_the_step_grid_starts_at_the_default_itself(tmp_path):
         "projection": "midpoint_scaled",
         "step_size": 0.3,
     }
+
+
+def test_the_grid_at_the_tuned_learning_rate_reads_the_suite(tmp_path):
+    out = tmp_path / "t.json"
+    argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]
+    result = temperature.main(argv + ["--tuned-lr", "--temperatures", "2", "--out", str(out)])
+    suite = json.loads((run.record.RESULTS / "cat_vae_4x8.json").read_text())
+    assert result["lr"] == "tuned"
+    assert result["models"]["cat_vae_4x8"]["lr"] == suite["tuning"]["ils_default"]["lr"]
+    assert all(
+        r["lr"] == suite["tuning"]["ils_default"]["lr"]
+        for r in result["models"]["cat_vae_4x8"]["runs"]
+    )

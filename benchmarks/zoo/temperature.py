@@ -61,6 +61,15 @@ def default_at(temperature: float, step_size: float | None = None):
     return dataclasses.replace(ESTIMATORS["ils_default"], label=label, site_infer={"ils": ils})
 
 
+def tuned_lr(model: str) -> float:
+    """The default's learning rate chosen by ``model``'s suite (on the tuning seeds),
+    from its result file."""
+    path = record.RESULTS / f"{model}.json"
+    if not path.exists():
+        raise SystemExit(f"--tuned-lr: no suite result for {model} ({path})")
+    return float(json.loads(path.read_text())["tuning"]["ils_default"]["lr"])
+
+
 def choose(table: dict[str, dict[str, float]]) -> tuple[float, dict[str, float]]:
     """The minimax-regret temperature of ``{model: {tau: mean}}`` and each tau's
     largest shortfall."""
@@ -78,6 +87,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--param", choices=("temperature", "step_size"), default="temperature")
     parser.add_argument("--temperatures", default=",".join(f"{t:g}" for t in GRID))
     parser.add_argument("--step-sizes", default=",".join(f"{c:g}" for c in STEP_GRID))
+    parser.add_argument(
+        "--tuned-lr",
+        action="store_true",
+        help="at the default's tuned learning rate of each model's suite (its result file)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke-sized: tiny budgets")
     parser.add_argument("--allow-dirty", action="store_true", help="mark the result dirty")
     parser.add_argument("--out", default=None, help="result file (default: results/zoo/)")
@@ -101,6 +115,7 @@ def main(argv=None) -> dict:
         **record.header(args.allow_dirty, {"tuning": list(seeds)}, "benchmarks.zoo.temperature"),
         "quick": args.quick,
         "param": args.param,
+        "lr": "tuned" if args.tuned_lr else "source",
         "grid": grid,
         "rule": "minimax regret over the models of the mean final held-out ELBO",
         "models": {},
@@ -109,26 +124,26 @@ def main(argv=None) -> dict:
     table = {}
     for name in models:
         task = VAES[name](quick=args.quick)
+        lr = tuned_lr(name) if args.tuned_lr else task.lr
         runs, means = [], {}
         for t in grid:
             scores = []
             for seed in seeds:
-                run = train(task, estimator(t), task.lr, seed)
+                run = train(task, estimator(t), lr, seed)
                 run.update({args.param: t, "seed": seed})
                 runs.append(run)
                 scores.append(final_score(run))
                 bar.update(1)
             means[str(t)] = finite_mean(scores)
         table[name] = means
-        result["models"][name] = {"title": task.title, "lr": task.lr, "means": means, "runs": runs}
+        result["models"][name] = {"title": task.title, "lr": lr, "means": means, "runs": runs}
     bar.close()
     best, worst = choose(table)
     result.update(choice=best, worst_shortfall=worst, edge=best in (min(grid), max(grid)))
     if args.param == "step_size":
         result.update(temperature=DEFAULT_TEMPERATURE, projection="midpoint_scaled")
-    out = args.out or str(
-        record.RESULTS / f"default_{args.param}{'_quick' if args.quick else ''}.json"
-    )
+    stem = f"default_{args.param}{'_tuned_lr' if args.tuned_lr else ''}"
+    out = args.out or str(record.RESULTS / f"{stem}{'_quick' if args.quick else ''}.json")
     record.RESULTS.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
@@ -159,7 +174,15 @@ def grid_section(result) -> str:
         )
     worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
     edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
-    if param == "temperature":
+    tuned = result.get("lr") == "tuned"
+    if param == "temperature" and tuned:
+        head = (
+            "## The default's temperature at the tuned learning rates\n\n"
+            "A check of the choice above (not used to make it): the same grid and rule at "
+            "the learning rate each model's suite chose for the default, run by "
+        )
+        verdict = f"the rule would choose **tau = {result['choice']:g}**.{edge}"
+    elif param == "temperature":
         head = (
             "## The default's temperature\n\n"
             "Sites past `max_alternatives` get the midpoint limit at one temperature for "
@@ -179,10 +202,11 @@ def grid_section(result) -> str:
             f"the rule's choice is **c = {result['choice']:g}** ({keep}; a change of the "
             f"default would be measured on the reported seeds first).{edge}"
         )
+    lrs = ", ".join(f"{m['lr']:g}" for m in result["models"].values())
+    at = f"at the tuned learning rates ({lrs})" if tuned else "at each model's own learning rate"
     return (
         head + f"`{result['command']}` at commit `{(result['commit'] or '?')[:7]}`, on the tuning "
-        f"seeds {result['seeds']['tuning']} only, at each model's own learning rate: mean "
-        "final held-out ELBO per image,\n\n"
+        f"seeds {result['seeds']['tuning']} only, {at}: mean final held-out ELBO per image,\n\n"
         + "\n".join(rows)
         + f"\n\nRule ({result['rule']}): the largest shortfall from a model's best is "
         f"{worst}; {verdict}"
