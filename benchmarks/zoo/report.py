@@ -44,6 +44,13 @@ def _fmt(m, sd=None, digits=1):
     return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
+def _digits(result) -> int:
+    """Decimals for the metric: 3 where it is per data point and near 0 (the mixture of
+    experts' bound), else 1."""
+    values = sorted(abs(r["final"]["elbo"]) for r in result["runs"] if "elbo" in r["final"])
+    return 3 if values and values[len(values) // 2] < 10 else 1
+
+
 def _final_table(result, names, getter, extra_keys):
     head = ["estimator", "ELBO", "bound on log p(x)"] + extra_keys + ["steps", "seconds", "stops"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -55,7 +62,7 @@ def _final_table(result, names, getter, extra_keys):
         for key in ["elbo", "bound"] + extra_keys:
             values = [_bound(r) if key == "bound" else r["final"].get(key) for r in runs]
             m, sd, _ = _mean_sd(values)
-            cells.append(_fmt(m, sd, 2 if key not in ("elbo", "bound") else 1))
+            cells.append(_fmt(m, sd, 2 if key not in ("elbo", "bound") else _digits(result)))
         steps, _, _ = _mean_sd([r["steps"] for r in runs])
         secs, _, _ = _mean_sd([r["seconds"] for r in runs])
         stops = {}
@@ -139,17 +146,18 @@ def _goal_lines(result):
             "(non-finite loss); the final means below leave them out, the paired "
             "differences read them up to their last finite point."
         )
+    d = _digits(result)
     for g in goals(result):
         verdict = "**met**" if g["met"] else "**not met**"
         if "relative_gap" in g:
             detail = (
-                f"default − exact = {g['difference']:.1f} nats ({100 * g['relative_gap']:.2f}%)"
+                f"default − exact = {g['difference']:.{d}f} nats ({100 * g['relative_gap']:.2f}%)"
             )
         else:
             low, high = g["difference"] - g["half_width"], g["difference"] + g["half_width"]
             clear = "excludes" if low > 0 or high < 0 else "includes"
             detail = (
-                f"paired difference {g['difference']:.1f} ± {g['half_width']:.1f} "
+                f"paired difference {g['difference']:.{d}f} ± {g['half_width']:.{d}f} "
                 f"(95% t-interval, {g['n'] - 1} df; it {clear} 0)"
             )
         lines.append(f"* {g['goal']}: {verdict}; {detail}.")
@@ -161,28 +169,29 @@ def _paired_table(result, names):
         "| default − peer | at equal steps | at equal wall time |",
         "|---|---|---|",
     ]
-    default = _runs(result, DEFAULT)
+    default, d = _runs(result, DEFAULT), _digits(result)
     for name in names:
         if name == DEFAULT:
             continue
         cells = [result["estimators"][name]["label"]]
         for budget in ("steps", "seconds"):
             m, hw, n = t_interval(paired(default, _runs(result, name), budget))
-            cells.append(f"{m:+.1f} ± {hw:.1f} (n={n})" if math.isfinite(hw) else "–")
+            cells.append(f"{m:+.{d}f} ± {hw:.{d}f} (n={n})" if math.isfinite(hw) else "–")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def _tuning_table(result, names):
     rows = ["| estimator | learning rates (mean final ELBO) | chosen | edge |", "|---|---|---|---|"]
+    d = _digits(result)
     for name in names:
         t = result["tuning"][name]
-        table = ", ".join(f"{k}: {v:.1f}" for k, v in t["lr_table"].items())
+        table = ", ".join(f"{k}: {v:.{d}f}" for k, v in t["lr_table"].items())
         chosen = f"lr {t['lr']:g}"
         edge = "lr at an edge" if t["lr_edge"] else "interior"
         if "temperature" in t:
             table += "; temperature " + ", ".join(
-                f"{k}: {v:.1f}" for k, v in t["temperature_table"].items()
+                f"{k}: {v:.{d}f}" for k, v in t["temperature_table"].items()
             )
             chosen += f", τ {t['temperature']:g}"
             if t["temperature_edge"]:
@@ -312,11 +321,12 @@ def index(results, not_run=(), grids=()) -> str:
         gs = goals(r)
         met = sum(g["met"] for g in gs)
         exact = "enum" in r["estimators"]
-        gap = f"{finals[DEFAULT] - finals['enum']:.1f}" if exact else "–"
+        d = _digits(r)
+        gap = f"{finals[DEFAULT] - finals['enum']:.{d}f}" if exact else "–"
         rows.append(
             f"| [{r['title']}]({r['model']}.md) | {'yes' if exact else 'no'} | {gap} | "
-            f"{r['estimators'][best]['label']} ({finals[best]:.1f}; default "
-            f"{finals[DEFAULT]:.1f}) | {met} of {len(gs)} | `{(r['commit'] or '?')[:7]}` |"
+            f"{r['estimators'][best]['label']} ({finals[best]:.{d}f}; default "
+            f"{finals[DEFAULT]:.{d}f}) | {met} of {len(gs)} | `{(r['commit'] or '?')[:7]}` |"
         )
     pending = ""
     if not_run:

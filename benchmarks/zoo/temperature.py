@@ -174,6 +174,8 @@ def grid_section(result) -> str:
         )
     worst = ", ".join(f"{float(t):g}: {w:.1f}" for t, w in result["worst_shortfall"].items())
     edge = " It is at an edge of the grid." if result["edge"] else " It is inside the grid."
+    if param == "step_size" and result["choice"] == 0:
+        edge = " (`c = 0` is the smallest step there is, not an edge to widen.)"
     tuned = result.get("lr") == "tuned"
     if param == "temperature" and tuned:
         head = (
