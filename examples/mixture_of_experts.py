@@ -84,19 +84,24 @@ with the true values printed next to it).
 
 Results of the default run (1,500 steps, batch 256, seeds 0-2, held-out exact
 bound per point, mean +- sd over seeds; the true model scores about 0.19; one
-CPU thread, AMD EPYC): exact gradient -0.083 +- 0.295 (regions recovered 0.92),
-ILS-diff -0.088 +- 0.295 (0.92), REINFORCE -0.131 +- 0.268 (0.91), ILS (c = 1,
-euclidean) -0.729 +- 0.013 (0.65). Seed 1 stops in a worse partition (about
--0.43 held-out) under exact, ILS-diff and REINFORCE, hence the spread. ILS-diff
-follows the exact gradient (held-out bound within 0.01 of it on every seed; its
-draws take random numbers, so its minibatches differ from exact enumeration's)
-at 13 s per run against 10 s. **The original ILS loses to all three** here, as in the
-prototype runs of the method note: its gate stays soft and never settles on the
-quadrants. Other ILS settings did not close the gap (an earlier run, seeds 0-1,
-same steps, expert parameters made lazily: c = 0.01 / 0.1 / 10 gave -1.06 / -0.76
-/ -0.80; the ``normalize`` map -0.71 +- 0.21; ``guide_log_prob="stl"`` -0.76).
+CPU thread, AMD EPYC, 2026-12-07, this file as of commit ``ba96e60``): exact gradient
+-0.083 +- 0.295 (regions recovered 0.92), the plugin's default ``TraceILS_ELBO()``
+-0.088 +- 0.295 (0.92), ILS-diff the same to the last digit, REINFORCE -0.131 +-
+0.268 (0.91), ILS (c = 1, euclidean) -0.729 +- 0.013 (0.65). The gate site has 4
+alternatives, within the default's budget, so the default gives it exact differences
+and follows ILS-diff draw for draw. Seed 1 stops in a worse partition (about -0.43
+held-out) under exact, the default, ILS-diff and REINFORCE, hence the spread. The
+default follows the exact gradient (held-out bound within 0.01 of it on every seed;
+its draws take random numbers, so its minibatches differ from exact enumeration's).
+Seconds per run (other jobs shared the two cores, so noisy): exact 16, ILS-diff 26,
+ILS 26, REINFORCE 28, the default 42 (not timed apart from the other jobs: the zoo
+times its estimators in one process). **The original ILS loses to all four** here,
+as in the prototype runs of the method note: its gate stays soft and never settles
+on the quadrants. Other ILS settings did not close the gap (an earlier run, seeds
+0-1, same steps, expert parameters made lazily: c = 0.01 / 0.1 / 10 gave -1.06 /
+-0.76 / -0.80; the ``normalize`` map -0.71 +- 0.21; ``guide_log_prob="stl"`` -0.76).
 
-    python examples/mixture_of_experts.py                 # ILS, ILS-diff, REINFORCE, exact; 3 seeds
+    python examples/mixture_of_experts.py       # default, ILS, ILS-diff, REINFORCE, exact; 3 seeds
     python examples/mixture_of_experts.py --step-size 0.1 --estimators ils
 
 Outputs under ``--out``: ``mixture_of_experts.json``, ``mixture_of_experts.png``
