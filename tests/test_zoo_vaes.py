@@ -208,3 +208,39 @@ def test_the_grid_at_the_tuned_learning_rate_reads_the_suite(tmp_path):
         r["lr"] == suite["tuning"]["ils_default"]["lr"]
         for r in result["models"]["cat_vae_4x8"]["runs"]
     )
+
+
+def _grid_result(models: dict[str, dict[str, float]], lr: str) -> dict:
+    best, worst = temperature.choose(models)
+    run = {"steps": 10, "stop": "max_steps"}
+    return {
+        "param": "temperature",
+        "lr": lr,
+        "grid": [1.0, 2.0],
+        "command": "cmd",
+        "commit": "0" * 40,
+        "seeds": {"tuning": [100, 101]},
+        "rule": "minimax regret",
+        "choice": best,
+        "worst_shortfall": worst,
+        "edge": False,
+        "models": {
+            name: {"title": name.upper(), "lr": 0.1, "means": means, "runs": [run]}
+            for name, means in models.items()
+        },
+    }
+
+
+def test_a_one_model_grid_is_a_check_not_the_defaults_choice():
+    """The docs section of a grid: over several models it is the default's choice;
+    on one model alone it is that model's best, which the default does not take."""
+    many = _grid_result(
+        {"a": {"1.0": -3.0, "2.0": -1.0}, "b": {"1.0": -2.0, "2.0": -2.5}}, "source"
+    )
+    one = _grid_result({"b": {"1.0": -2.0, "2.0": -2.5}}, "tuned")
+    text_many, text_one = temperature.grid_section(many), temperature.grid_section(one)
+    assert text_many.startswith("## The default's temperature\n")
+    assert "the choice is **tau = 2**" in text_many
+    assert text_one.startswith("## The temperature on one model: B\n")
+    assert "its best is **tau = 1**" in text_one and "the choice is" not in text_one
+    assert "not used for the default" in text_one

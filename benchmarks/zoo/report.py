@@ -355,9 +355,15 @@ def main(argv=None) -> int:
     files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     files = [r for r in files if not r.get("quick")]
     results = [r for r in files if "model" in r]  # a model's suite (benchmarks.zoo.run)
-    # the grids of the default's member (temperature first)
+    # the grids of the default's member (temperature first, one-model checks last)
     grids = [r for r in files if "choice" in r]
-    grids.sort(key=lambda r: r.get("param", "temperature") != "temperature")
+    grids.sort(
+        key=lambda r: (
+            r.get("param", "temperature") != "temperature",
+            len(r["models"]) == 1,
+            r.get("lr") == "tuned",
+        )
+    )
     pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
     from .run import TASKS
 

@@ -177,7 +177,18 @@ def grid_section(result) -> str:
     if param == "step_size" and result["choice"] == 0:
         edge = " (`c = 0` is the smallest step there is, not an edge to widen.)"
     tuned = result.get("lr") == "tuned"
-    if param == "temperature" and tuned:
+    if param == "temperature" and len(result["models"]) == 1:
+        (title,) = (m["title"] for m in result["models"].values())
+        head = (
+            f"## The temperature on one model: {title}\n\n"
+            "A check of one model's own best temperature (not used for the default), run by "
+        )
+        verdict = (
+            f"its best is **tau = {result['choice']:g}**.{edge} The default keeps one "
+            "temperature for every site past the budget; one per kind of site is not "
+            "measured on the reported seeds."
+        )
+    elif param == "temperature" and tuned:
         head = (
             "## The default's temperature at the tuned learning rates\n\n"
             "A check of the choice above (not used to make it): the same grid and rule at "
