@@ -1,15 +1,25 @@
-"""Pyro's own Monte Carlo-against-exact gradient tests with ``TraceEnum_ELBO`` rebound
-to :class:`~pyro_ils.TraceEnumILS_ELBO` (at its defaults).
+"""Pyro's own inference tests with Pyro's ELBOs rebound to the plugin's (at their
+defaults), once rebound and once as written (the baseline).
 
-Pyro's ``tests/infer/test_enum.py`` checks, among much else, that the gradient of a
-guide's sampled (non-enumerated) sites under ``TraceEnum_ELBO`` matches the exact
-gradient. Run against ``TraceEnumILS_ELBO()``, those tests measure whether the plugin's
-default gives the exact expectation. The script copies the test module and Pyro's test
-helpers into a temporary folder, changes the one name, runs them with pytest, once
-rebound and once as written (the baseline), and writes the counts and the failing
-test ids::
+Two suites of Pyro's ``tests/infer/``:
 
-    python -m benchmarks.pyro_enum_tests --pyro PATH   # a Pyro checkout or git dir
+* ``enum`` (``test_enum.py``): among much else, that the gradient of a guide's
+  sampled (non-enumerated) sites under ``TraceEnum_ELBO`` matches the exact gradient.
+  With ``TraceEnum_ELBO`` rebound to :class:`~pyro_ils.TraceEnumILS_ELBO()`, those
+  tests measure whether the plugin's default gives the exact expectation;
+* ``valid_models`` (``test_valid_models.py``): that inference runs, without warnings
+  or errors, on the models Pyro calls valid, and fails on the ones it calls invalid,
+  with ``Trace_ELBO``, ``TraceGraph_ELBO`` and ``TraceEnum_ELBO`` rebound to
+  :class:`~pyro_ils.TraceILS_ELBO`, :class:`~pyro_ils.TraceGraphILS_ELBO` and
+  :class:`~pyro_ils.TraceEnumILS_ELBO`. It runs under the pytest section of Pyro's
+  ``setup.cfg`` (warnings are errors), as Pyro runs it.
+
+The script copies the test module and Pyro's test helpers into a temporary folder,
+changes the names, runs them with pytest and writes the counts and the failing test
+ids::
+
+    python -m benchmarks.pyro_enum_tests --pyro PATH                        # enum
+    python -m benchmarks.pyro_enum_tests --pyro PATH --suite valid_models
 
 Nothing of Pyro's is kept in this repository: the tests are read from ``PATH`` at run
 time (for a bare git dir, at its ``HEAD``).
@@ -27,11 +37,40 @@ from pathlib import Path
 
 from benchmarks.zoo import record
 
-FILES = ("tests/__init__.py", "tests/common.py", "tests/conftest.py",
-         "tests/infer/__init__.py", "tests/infer/test_enum.py")  # fmt: skip
-IMPORT = "from pyro.infer.traceenum_elbo import TraceEnum_ELBO"
-REBOUND = "from pyro_ils import TraceEnumILS_ELBO as TraceEnum_ELBO"
-OUT = record.REPO / "benchmarks" / "results" / "pyro_enum_tests.json"
+HELPERS = ("tests/__init__.py", "tests/common.py", "tests/conftest.py",
+           "tests/infer/__init__.py")  # fmt: skip
+#: suite: (test module, the import line it must have, what follows it once rebound,
+#: whether Pyro's pytest configuration applies)
+SUITES = {
+    "enum": (
+        "tests/infer/test_enum.py",
+        "from pyro.infer.traceenum_elbo import TraceEnum_ELBO",
+        "from pyro_ils import TraceEnumILS_ELBO as TraceEnum_ELBO",
+        False,
+    ),
+    "valid_models": (
+        "tests/infer/test_valid_models.py",
+        "from pyro.infer.tracetmc_elbo import TraceTMC_ELBO",
+        "from pyro.infer.tracetmc_elbo import TraceTMC_ELBO\n"
+        "from pyro_ils import TraceEnumILS_ELBO as TraceEnum_ELBO  # noqa\n"
+        "from pyro_ils import TraceGraphILS_ELBO as TraceGraph_ELBO  # noqa\n"
+        "from pyro_ils import TraceILS_ELBO as Trace_ELBO  # noqa",
+        True,
+    ),
+}
+RESULTS = record.REPO / "benchmarks" / "results"
+OUT = RESULTS / "pyro_enum_tests.json"
+
+
+def pytest_section(setup_cfg: str) -> str:
+    """The ``[tool:pytest]`` section of Pyro's ``setup.cfg``."""
+    lines, keep = [], False
+    for line in setup_cfg.splitlines():
+        if line.startswith("["):
+            keep = line.strip() == "[tool:pytest]"
+        if keep:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def read(pyro: Path, path: str) -> str:
@@ -56,23 +95,26 @@ def pyro_commit(pyro: Path) -> str | None:
         return None
 
 
-def run(pyro: Path, rebind: bool, timeout: int, select: str | None = None) -> dict:
+def run(
+    pyro: Path, rebind: bool, timeout: int, select: str | None = None, suite: str = "enum"
+) -> dict:
+    module, line, rebound, pyro_config = SUITES[suite]
     with tempfile.TemporaryDirectory() as tmp:
-        for path in FILES:
+        for path in HELPERS + (module,):
             text = read(pyro, path)
-            if rebind and path.endswith("test_enum.py"):
-                if IMPORT not in text:
-                    raise SystemExit(f"{path} no longer imports TraceEnum_ELBO as expected")
-                text = text.replace(IMPORT, REBOUND).replace(
-                    "infer.TraceEnum_ELBO", "TraceEnum_ELBO"
-                )
+            if rebind and path == module:
+                if line not in text:
+                    raise SystemExit(f"{path} no longer has the line {line!r}")
+                text = text.replace(line, rebound).replace("infer.TraceEnum_ELBO", "TraceEnum_ELBO")
             target = Path(tmp) / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
+        if pyro_config:
+            (Path(tmp) / "setup.cfg").write_text(pytest_section(read(pyro, "setup.cfg")))
         junit = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   "-p", "no:warnings", f"--junitxml={junit}",
-                   "tests/infer/test_enum.py"] + (["-k", select] if select else [])  # fmt: skip
+        quiet = [] if pyro_config else ["-p", "no:warnings"]  # Pyro's config: warnings fail
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *quiet,
+                   f"--junitxml={junit}", module] + (["-k", select] if select else [])  # fmt: skip
         subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=timeout)
         cases = ET.parse(junit).getroot().iter("testcase")
         outcome = {"passed": [], "failed": [], "skipped": []}
@@ -93,7 +135,8 @@ def run(pyro: Path, rebind: bool, timeout: int, select: str | None = None) -> di
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pyro", required=True, type=Path, help="a Pyro checkout or git dir")
-    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--suite", choices=sorted(SUITES), default="enum")
+    parser.add_argument("--out", default=None, help="default: results/pyro_SUITE_tests.json")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per pytest run")
     parser.add_argument("-k", dest="select", default=None, help="a pytest -k subset")
     parser.add_argument("--allow-dirty", action="store_true")
@@ -102,8 +145,11 @@ def main(argv=None) -> dict:
     result["command"] = "python -m benchmarks.pyro_enum_tests " + " ".join(sys.argv[1:])
     result["pyro_tests_commit"] = pyro_commit(args.pyro)
     result["select"] = args.select
-    result["rebound"] = run(args.pyro, True, args.timeout, args.select)
-    result["as_written"] = run(args.pyro, False, args.timeout, args.select)
+    result["suite"] = args.suite
+    result["pyro_pytest_config"] = SUITES[args.suite][3]
+    result["rebound"] = run(args.pyro, True, args.timeout, args.select, args.suite)
+    result["as_written"] = run(args.pyro, False, args.timeout, args.select, args.suite)
+    args.out = args.out or str(RESULTS / f"pyro_{args.suite}_tests.json")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     for key in ("rebound", "as_written"):

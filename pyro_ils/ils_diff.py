@@ -432,7 +432,8 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         also runs the guide over the alternatives and raises ``ValueError`` where the
         guide is not mean field.
     :param int max_plate_nesting: the number of batch dims to the right of the
-        alternatives' dim (default: the largest found in the traces).
+        alternatives' dim (default, or ``float("inf")`` as in Pyro: the largest found
+        in the traces).
     :param int chunk_size: the most rows of alternatives (summed over the sites) run at
         once (default :data:`~pyro_ils.alternatives.DEFAULT_CHUNK_SIZE`); more rows are
         run in chunks, under activation checkpointing where they keep a gradient path,
@@ -462,7 +463,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         self.analytic_kl = bool(analytic_kl)
         self.mean_field = bool(mean_field)
         self._mean_field_checked = False
-        self._nesting = max_plate_nesting
+        # Pyro's ``float("inf")`` means "not given": found from the traces.
+        inf = max_plate_nesting == float("inf")
+        self._nesting = None if max_plate_nesting is None or inf else int(max_plate_nesting)
         self.chunk_size = check_chunk_size(chunk_size)
         super().__init__(**elbo_kwargs)
 

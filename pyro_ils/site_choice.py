@@ -82,8 +82,6 @@ import warnings
 from typing import NamedTuple
 
 import torch
-from pyro import poutine
-from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import get_rng_state, set_rng_state
 
 from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
@@ -97,6 +95,7 @@ from .routing import (
     has_ils_version,
     to_ils,
 )
+from .site_probe import blocking_sites, latent_sites, probe, warn_if_nothing_enumerated
 from .site_weight import particle_weight
 
 __all__ = [
@@ -116,8 +115,16 @@ DIFFERENCES = "exact differences"
 MIDPOINT = "midpoint limit"
 FIRST_ORDER = "first-order ILS"
 _log = logging.getLogger("pyro_ils")
-#: What a model that does not broadcast over the alternatives raises.
-_BROADCAST_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError)
+#: What a model that does not broadcast over the alternatives raises (an
+#: ``AssertionError``: a model or guide that checks its own shapes).
+_BROADCAST_ERRORS = (
+    RuntimeError,
+    ValueError,
+    IndexError,
+    TypeError,
+    NotImplementedError,
+    AssertionError,
+)
 
 
 class SiteChoiceWarning(UserWarning):
@@ -189,50 +196,6 @@ class _ChoosingMessenger(_PlainDrawMessenger):
         super()._pyro_sample(msg)
 
 
-def _probe(blocker: str, model, guide, args, kwargs) -> tuple[list[str], object]:
-    """The blocking sites (:func:`blocking_sites`) and a trace of the guide with its
-    sites routed. The model is traced against the guide only where the guide alone
-    does not decide (enumeration marked in the model), so that a probe that the guide
-    settles does not run the model."""
-    # The probe leaves the random state as it found it: the first step draws what
-    # it would have drawn without it.
-    state = get_rng_state()
-    try:
-        with poutine.block():
-            guide_trace = poutine.trace(ILSMessenger(stl=True)(guide)).get_trace(*args, **kwargs)
-            blocking = blocking_sites(blocker, None, guide_trace)
-            if not blocking and blocker == "enumeration":
-                model = poutine.replay(GivenValueMessenger()(model), trace=guide_trace)
-                model_trace = poutine.trace(model).get_trace(*args, **kwargs)
-                blocking = blocking_sites(blocker, model_trace, guide_trace)
-    finally:
-        set_rng_state(state)
-    return blocking, guide_trace
-
-
-def _latent_sites(trace):
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"]:
-            if not isinstance(site["fn"], _Subsample):
-                yield name, site
-
-
-def blocking_sites(blocker: str, model_trace, guide_trace) -> list[str]:
-    """The sites that keep the default from applying to an ELBO: guide sites left to
-    the score function (``"score_function"``) or sites marked for enumeration in the
-    model or the guide (``"enumeration"``). ``model_trace=None`` looks at the guide
-    only."""
-    if blocker == "score_function":
-        return [n for n, s in _latent_sites(guide_trace) if not s["fn"].has_rsample]
-    return [
-        n
-        for t in (guide_trace, model_trace)
-        if t is not None
-        for n, s in _latent_sites(t)
-        if s["infer"].get("enumerate")
-    ]
-
-
 def check_max_alternatives(value) -> int:
     if value is None:
         return DEFAULT_MAX_ALTERNATIVES
@@ -282,7 +245,7 @@ class DefaultChoice:
             return self._elbo
         key = (model, guide)
         if key not in self._decisions:
-            blocking, guide_trace = _probe(self.blocker, model, guide, args, kwargs)
+            blocking, guide_trace = probe(owner, self.blocker, model, guide, args, kwargs)
             if blocking:
                 decision = (None, self._keep(type(owner).__name__, blocking, guide_trace))
             else:
@@ -291,11 +254,17 @@ class DefaultChoice:
         self._elbo, self._kept = self._decisions[key]
         return self._elbo
 
+    def warn_if_nothing_enumerated(self, owner) -> None:
+        """After a step that the default ran for a ``TraceEnumILS_ELBO`` (nothing is
+        enumerated): ``TraceEnum_ELBO``'s warning, as it warns after its traces."""
+        if self.blocker == "enumeration" and self._elbo is not None:
+            warn_if_nothing_enumerated(owner)
+
     def _keep(self, owner: str, blocking: list[str], guide_trace) -> dict[str, SiteChoice]:
         why = "score-function" if self.blocker == "score_function" else "enumerated"
         reason = f"{owner}() with {why} sites {blocking}"
         kept = {}
-        for name, site in _latent_sites(guide_trace):
+        for name, site in latent_sites(guide_trace):
             if site["fn"].has_rsample and _wraps_ils(site["fn"]):
                 ils = site["infer"].get("ils")
                 own = isinstance(ils, dict) and bool({"step_size", "projection"} & set(ils))
