@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,10 @@ def run(
         quiet = [] if pyro_config else ["-p", "no:warnings"]  # Pyro's config: warnings fail
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *quiet,
                    f"--junitxml={junit}", module] + (["-k", select] if select else [])  # fmt: skip
-        subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+        # the plugin of this checkout, whatever an installed copy points to
+        path = os.pathsep.join(filter(None, [str(record.REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
         cases = ET.parse(junit).getroot().iter("testcase")
         outcome = {"passed": [], "failed": [], "skipped": []}
         for case in cases:
