@@ -329,8 +329,9 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
         return [n for n, s in guide_trace.nodes.items() if DIFF_KEY in s.get("infer", {})]
 
     def _fall_back(self, name, alternatives, error) -> None:
+        count = "" if alternatives is None else f"{alternatives} "
         warnings.warn(
-            f"TraceILS_ELBO(): site {name!r} does not broadcast over its {alternatives} "
+            f"TraceILS_ELBO(): site {name!r} does not broadcast over its {count}"
             f"alternatives ({type(error).__name__}: {error}); it gets the midpoint limit. "
             "Mark it infer={'ils': {'exact_differences': False}} to silence this.",
             SiteChoiceWarning,

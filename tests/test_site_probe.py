@@ -153,3 +153,21 @@ def test_a_model_that_asserts_its_shapes_falls_back_to_the_midpoint_limit():
     assert any("does not broadcast" in m and "AssertionError" in m for m in messages)
     assert elbo.site_choices["z"].member == MIDPOINT
     assert not any("does not broadcast" in m for m in step(model, guide, elbo))  # chosen once
+
+
+def test_a_site_past_max_plate_nesting_falls_back_with_a_readable_warning():
+    """A site with more batch dims than ``max_plate_nesting`` has no plan over its
+    alternatives; the warning names the error, not a count it does not have."""
+
+    def model():
+        with pyro.plate("data", 4):
+            pyro.sample("z", dist.Categorical(logits=torch.zeros(3)))
+
+    def guide():
+        with pyro.plate("data", 4):
+            pyro.sample("z", dist.Categorical(logits=pyro.param("c", torch.zeros(4, 3))))
+
+    elbo = TraceILS_ELBO(max_plate_nesting=0)
+    (message,) = [m for m in step(model, guide, elbo) if "does not broadcast" in m]
+    assert "over its alternatives (ValueError" in message and "None" not in message
+    assert elbo.site_choices["z"].member == MIDPOINT
