@@ -168,9 +168,7 @@ class _ILSELBOMixin:
         elbo = self._delegate(model, guide, args, kwargs)
         if elbo is None:
             return NotImplemented
-        out = getattr(elbo, method)(model, guide, *args, **kwargs)
-        self._choice.warn_if_nothing_enumerated(self)
-        return out
+        return getattr(elbo, method)(model, guide, *args, **kwargs)
 
     def loss(self, model, guide, *args, **kwargs):
         out = self._run_delegate("loss", model, guide, args, kwargs)

@@ -116,7 +116,9 @@ MIDPOINT = "midpoint limit"
 FIRST_ORDER = "first-order ILS"
 _log = logging.getLogger("pyro_ils")
 #: What a model that does not broadcast over the alternatives raises (an
-#: ``AssertionError``: a model or guide that checks its own shapes).
+#: ``AssertionError``: a model or guide that checks its own shapes). An assertion
+#: inside Pyro or torch during the run over the alternatives falls back too; the
+#: warning names it, and the site's next steps run it without the alternatives.
 _BROADCAST_ERRORS = (
     RuntimeError,
     ValueError,
@@ -249,16 +251,13 @@ class DefaultChoice:
             if blocking:
                 decision = (None, self._keep(type(owner).__name__, blocking, guide_trace))
             else:
-                decision = (DefaultChoiceELBO(self.max_alternatives, **self._kwargs), {})
+                elbo = DefaultChoiceELBO(self.max_alternatives, **self._kwargs)
+                if self.blocker == "enumeration":
+                    elbo.enumeration_owner = owner
+                decision = (elbo, {})
             self._decisions[key] = decision
         self._elbo, self._kept = self._decisions[key]
         return self._elbo
-
-    def warn_if_nothing_enumerated(self, owner) -> None:
-        """After a step that the default ran for a ``TraceEnumILS_ELBO`` (nothing is
-        enumerated): ``TraceEnum_ELBO``'s warning, as it warns after its traces."""
-        if self.blocker == "enumeration" and self._elbo is not None:
-            warn_if_nothing_enumerated(owner)
 
     def _keep(self, owner: str, blocking: list[str], guide_trace) -> dict[str, SiteChoice]:
         why = "score-function" if self.blocker == "score_function" else "enumerated"
@@ -291,6 +290,9 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
         self.max_alternatives = max_alternatives
         self.temperature = temperature
         self.site_choices: dict[str, SiteChoice] = {}
+        #: the ``TraceEnumILS_ELBO`` this runs for, where nothing is enumerated: it warns
+        #: as ``TraceEnum_ELBO`` does (:func:`pyro_ils.site_probe.warn_if_nothing_enumerated`)
+        self.enumeration_owner = None
 
     def _wrap_guide(self, guide):
         self._chooser = _ChoosingMessenger(self.site_choices)
@@ -303,10 +305,13 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
         for _ in range(3):
             try:
                 with particle_weight(1.0 / self.num_particles):
-                    return super()._get_trace(model, guide, args, kwargs)
+                    traces = super()._get_trace(model, guide, args, kwargs)
             except _Redraw:
                 set_rng_state(state)
                 continue
+            if self.enumeration_owner is not None:  # TraceEnum's warning, per trace
+                warn_if_nothing_enumerated(self.enumeration_owner)
+            return traces
         raise RuntimeError("TraceILS_ELBO: the site choices did not settle")  # pragma: no cover
 
     def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):

@@ -5,11 +5,12 @@ of :mod:`pyro_ils.site_choice` from applying.
 reparameterizable and not routed (they keep the score function);
 ``TraceEnumILS_ELBO()`` to sites marked for enumeration in the model or the guide. The
 probe of the latter runs the guide as :class:`~pyro.infer.TraceEnum_ELBO` does: under
-parallel enumeration from ``-1 - max_plate_nesting`` and with the first value of each
-sequentially enumerated site, so that a model or guide that checks its enumerated
-shapes (as Pyro's own tests do) sees the shapes it would see in training. Where
+parallel enumeration from ``-1 - max_plate_nesting``, in the first of the traces that
+sequential enumeration runs (for each sequentially enumerated site, the value that
+Pyro's queue takes first), so that a model or guide that checks its enumerated shapes
+(as Pyro's own tests do) sees the shapes it would see in training. Where
 ``max_plate_nesting`` is not given, it is guessed first, as ``TraceEnum_ELBO`` does, by
-running the model and the guide once without enumeration.
+running the model and the guide once without enumeration (and left on the ELBO).
 """
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ def _enumerated(owner, model, guide, args, kwargs):
 def probe(owner, blocker: str, model, guide, args, kwargs) -> tuple[list[str], object]:
     """The blocking sites (:func:`blocking_sites`) of ``owner`` (the ILS ELBO) and a
     trace of the guide with its sites routed. The model is traced against the guide
-    only where the guide alone does not decide (enumeration marked in the model), so
-    that a probe that the guide settles does not run the model. The random state is
-    left as it was found: the first step draws what it would have drawn without it."""
+    only where the guide alone does not decide (enumeration marked in the model), and
+    where ``max_plate_nesting`` has to be guessed (which runs both). Pyro's random state
+    (torch's CPU generator, Python's and NumPy's) is restored afterwards, so that on the
+    CPU the first step draws what it would have drawn without the probe."""
     state = get_rng_state()
     try:
         with poutine.block():
@@ -91,13 +93,16 @@ def probe(owner, blocker: str, model, guide, args, kwargs) -> tuple[list[str], o
 
 def warn_if_nothing_enumerated(owner) -> None:
     """``TraceEnum_ELBO``'s warning (under validation, with
-    ``strict_enumeration_warning``) where no site is marked for enumeration."""
+    ``strict_enumeration_warning``) for a trace where no site is marked for
+    enumeration, which the default ran for ``owner``."""
     from pyro.infer.util import is_validation_enabled
 
     if is_validation_enabled() and getattr(owner, "strict_enumeration_warning", False):
+        # The message starts as Pyro's does, so that a filter set for it applies.
         warnings.warn(
-            f"{type(owner).__name__} found no sample site marked for enumeration "
-            "(@config_enumerate, or infer={'enumerate': 'parallel'} or 'sequential'); "
-            "without one it trains as TraceILS_ELBO() does.",
-            stacklevel=4,
+            "TraceEnum_ELBO found no sample sites configured for enumeration "
+            f"({type(owner).__name__}: mark them with @config_enumerate or "
+            "infer={'enumerate': 'parallel'} or 'sequential'; without any, it trains as "
+            "TraceILS_ELBO() does).",
+            stacklevel=2,
         )

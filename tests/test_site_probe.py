@@ -17,7 +17,7 @@ from pyro_ils import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from pyro_ils.site_choice import DIFFERENCES, MIDPOINT, SiteChoiceWarning
 
 pytestmark = pytest.mark.usefixtures("clean_param_store")
-NO_ENUMERATION = "found no sample site marked for enumeration"
+NO_ENUMERATION = "TraceEnum_ELBO found no sample sites configured for enumeration"
 
 
 def step(model, guide, elbo, *args):
@@ -62,8 +62,10 @@ def test_an_enumerated_guide_is_probed_under_enumeration(strategy, expand, shape
     at every run; the probe must not run the guide plainly (it would fail the
     guide's own check) where ``max_plate_nesting`` is given."""
     elbo = TraceEnumILS_ELBO(max_plate_nesting=1)
-    step(coin_model, coin_guide(strategy, expand, shape), elbo)
+    with pyro.validation_enabled(True):
+        messages = step(coin_model, coin_guide(strategy, expand, shape), elbo)
     assert elbo.site_choices["y"].member == MIDPOINT  # kept: the guide enumerates x
+    assert not any(NO_ENUMERATION in m for m in messages)
 
 
 def test_enumeration_in_the_model_only_is_probed_under_enumeration():
@@ -77,8 +79,10 @@ def test_enumeration_in_the_model_only_is_probed_under_enumeration():
         pyro.sample("y", dist.Categorical(logits=pyro.param("c", torch.zeros(3))))
 
     elbo = TraceEnumILS_ELBO(max_plate_nesting=0)
-    step(model, guide, elbo)
+    with pyro.validation_enabled(True):
+        messages = step(model, guide, elbo)
     assert elbo.site_choices["y"].member == MIDPOINT  # kept: the model enumerates
+    assert not any(NO_ENUMERATION in m for m in messages)
 
 
 def test_nothing_enumerated_warns_as_trace_enum_does_after_its_traces():
@@ -89,8 +93,8 @@ def test_nothing_enumerated_warns_as_trace_enum_does_after_its_traces():
         pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
 
     with pyro.validation_enabled(True):
-        messages = step(model, guide, TraceEnumILS_ELBO())
-        assert any(NO_ENUMERATION in m for m in messages)
+        messages = step(model, guide, TraceEnumILS_ELBO(num_particles=3))
+        assert sum(NO_ENUMERATION in m for m in messages) == 3  # per trace, as Pyro
         messages = step(model, guide, TraceEnumILS_ELBO(strict_enumeration_warning=False))
         assert not any(NO_ENUMERATION in m for m in messages)
         assert not any(NO_ENUMERATION in m for m in step(model, guide, TraceGraphILS_ELBO()))
