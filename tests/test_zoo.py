@@ -141,9 +141,16 @@ def test_quick_run_writes_a_complete_record(model, tmp_path):
     assert set(result["seeds"]["tuning"]).isdisjoint(result["seeds"]["reported"])
     names = set(TASKS[model].estimators)
     assert set(result["tuning"]) == names
+    members = ("exact differences", "midpoint limit", "first-order ILS")
     for run in result["runs"]:
         assert run["estimator"] in names and run["curve"]
         assert run["stop"] in ("converged", "max_steps", "diverged")
+        if run["estimator"] == "ils_default":  # recorded: what each site got
+            assert run["site_choices"] and all(
+                c.startswith(members) for c in run["site_choices"].values()
+            )
+        if run["estimator"] in ("trace", "tracegraph", "enum"):
+            assert "site_choices" not in run
     tuned = {(r["estimator"], r["seed"]) for r in result["runs"] if r["setting"] == "tuned"}
     assert tuned == {(n, s) for n in names for s in result["seeds"]["reported"]}
 

@@ -31,7 +31,8 @@ def _converged(curve: list[dict], tol: float) -> bool:
 
 def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> dict:
     """Train ``task`` with ``estimator`` at learning rate ``lr`` from ``seed``; return
-    the curve, the final metrics, the steps, the training seconds and why it stopped."""
+    the curve, the final metrics, the steps, the training seconds, why it stopped and,
+    for the plugin's ELBOs, what each discrete site got (``site_choices``)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     task.reset(estimator)
@@ -64,7 +65,7 @@ def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> di
     if stop != "diverged":
         with torch.no_grad():
             final = task.evaluate()
-    return {
+    run = {
         "estimator": estimator.name,
         "lr": lr,
         "seed": seed,
@@ -74,3 +75,6 @@ def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> di
         "curve": curve,
         "final": final,
     }
+    if hasattr(loss, "site_choices"):  # what the plugin's default gave each site
+        run["site_choices"] = {name: str(c) for name, c in loss.site_choices.items()}
+    return run
