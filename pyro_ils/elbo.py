@@ -163,32 +163,25 @@ class _ILSELBOMixin:
             return None
         return self._choice.elbo(self, model, guide, args, kwargs)
 
-    def _run_delegate(self, method: str, model, guide, args, kwargs):
-        """``method`` of the default's ELBO, or ``NotImplemented`` where this one runs."""
-        elbo = self._delegate(model, guide, args, kwargs)
-        if elbo is None:
-            return NotImplemented
-        return getattr(elbo, method)(model, guide, *args, **kwargs)
-
     def loss(self, model, guide, *args, **kwargs):
-        out = self._run_delegate("loss", model, guide, args, kwargs)
-        if out is not NotImplemented:
-            return out
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.loss(model, guide, *args, **kwargs)
         return super().loss(model, guide, *args, **kwargs)
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        out = self._run_delegate("loss_and_grads", model, guide, args, kwargs)
-        if out is not NotImplemented:
-            return out
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.loss_and_grads(model, guide, *args, **kwargs)
         return super().loss_and_grads(model, guide, *args, **kwargs)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """A tensor whose value is the loss and whose gradient is the estimate, as
         ``loss_and_grads`` computes it (for Pyro's ``ELBOModule``,
         ``elbo(model, guide)``, and DDP)."""
-        out = self._run_delegate("differentiable_loss", model, guide, args, kwargs)
-        if out is not NotImplemented:
-            return out
+        elbo = self._delegate(model, guide, args, kwargs)
+        if elbo is not None:
+            return elbo.differentiable_loss(model, guide, *args, **kwargs)
         return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):

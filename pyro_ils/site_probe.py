@@ -20,13 +20,14 @@ import warnings
 
 from pyro import poutine
 from pyro.infer.enum import iter_discrete_escape, iter_discrete_extend
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import get_rng_state, set_rng_state
 
 from .routing import GivenValueMessenger, ILSMessenger
 
-__all__ = ["blocking_sites", "probe", "warn_if_nothing_enumerated"]
+__all__ = ["blocking_sites", "latent_sites", "probe", "warn_if_nothing_enumerated"]
 
 
 def latent_sites(trace):
@@ -95,8 +96,6 @@ def warn_if_nothing_enumerated(owner) -> None:
     """``TraceEnum_ELBO``'s warning (under validation, with
     ``strict_enumeration_warning``) for a trace where no site is marked for
     enumeration, which the default ran for ``owner``."""
-    from pyro.infer.util import is_validation_enabled
-
     if is_validation_enabled() and getattr(owner, "strict_enumeration_warning", False):
         # The message starts as Pyro's does, so that a filter set for it applies.
         warnings.warn(
