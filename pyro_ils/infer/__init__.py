@@ -1,0 +1,1 @@
+"""Inference: the ELBOs that route discrete guide sites through an estimator."""
