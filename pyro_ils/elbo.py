@@ -46,11 +46,16 @@ from pyro.infer.util import torch_item
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
+from .distributions.generic import check_estimator
+from .estimators import ILS, DefaultILS, Estimator
 from .options import check_guide_log_prob, check_options
-from .routing import GivenValueMessenger, ILSMessenger, _wraps_ils, ils_base
+from .routing import GivenValueMessenger, ILSMessenger, surrogate_base
 from .site_weight import particle_weight
 
 __all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
+
+#: Stands for the estimator of a site that has none (not routed): nothing nonlinear.
+_LINEAR = ILS._checked(0.0, "midpoint", 1.0)
 
 
 class LogRatio:
@@ -94,13 +99,13 @@ def site_kl(name, site, model_trace):
 
 
 def ils_site_kls(model_trace, guide_trace, skip=()) -> dict:
-    """:func:`site_kl` for each latent guide site drawn by an ILS distribution, not
-    enumerated and not in ``skip``, where it exists."""
+    """:func:`site_kl` for each latent guide site drawn by a surrogate distribution
+    (ILS or another estimator), not enumerated and not in ``skip``, where it exists."""
     kls = {}
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or name in skip:
             continue
-        if site["infer"].get("enumerate") or not _wraps_ils(site["fn"]):
+        if site["infer"].get("enumerate") or surrogate_base(site["fn"]) is None:
             continue
         kl = site_kl(name, site, model_trace)
         if kl is not None:
@@ -122,17 +127,36 @@ class _ILSELBOMixin:
         projection: str | None = None,
         guide_log_prob: str | None = None,
         max_alternatives: int | None = None,
+        *,
+        estimator: Estimator | None = None,
         **elbo_kwargs,
     ):
-        from .site_choice import DefaultChoice
+        from .site_choice import DEFAULT_TEMPERATURE, DefaultChoice
 
+        temperature, self._estimator = None, None
+        if estimator is not None:
+            check_estimator(estimator)
+            if step_size is not None or projection is not None or max_alternatives is not None:
+                raise ValueError(
+                    "give either estimator= or step_size/projection/max_alternatives, not both"
+                )
+            if isinstance(estimator, ILS):
+                step_size, projection = estimator.step_size, estimator.projection
+                temperature = estimator.temperature
+            elif isinstance(estimator, DefaultILS):
+                max_alternatives = estimator.max_alternatives
+            else:
+                self._estimator = estimator
+        chosen = (step_size, projection, guide_log_prob, self._estimator)
+        default_temperature = getattr(estimator, "temperature", DEFAULT_TEMPERATURE)
         # The per-site choice of the default (``None`` once options are given).
         self._choice = DefaultChoice.of(
-            type(self), (step_size, projection, guide_log_prob), max_alternatives, elbo_kwargs
+            type(self), chosen, max_alternatives, elbo_kwargs, default_temperature
         )
         # The options as given (``None``: a site's own or the default, resolved per
         # site, so that ``infer={"ils": {"projection": ...}}`` gets that target's step).
         self._given = (step_size, projection)
+        self._temperature = temperature
         self.step_size, self.projection = check_options(step_size, projection)
         if guide_log_prob is None:
             guide_log_prob = self._guide_log_prob_modes[0]
@@ -143,6 +167,18 @@ class _ILSELBOMixin:
                 f"{self._guide_log_prob_modes}, got {guide_log_prob!r}"
             )
         super().__init__(**elbo_kwargs)
+
+    @property
+    def estimator(self) -> Estimator:
+        """The estimator of the routed sites: :class:`~pyro_ils.estimators.DefaultILS`
+        for the default, :class:`~pyro_ils.estimators.ILS` with the options given, or the
+        estimator given."""
+        if self._estimator is not None:
+            return self._estimator
+        if self._choice is not None:
+            return DefaultILS(self._choice.max_alternatives, self._choice.temperature)
+        temperature = 1.0 if self._temperature is None else self._temperature
+        return ILS(self.step_size, self.projection, temperature)
 
     @property
     def max_alternatives(self) -> int:
@@ -186,7 +222,9 @@ class _ILSELBOMixin:
 
     def _get_trace(self, model, guide, args, kwargs):
         stl = self.guide_log_prob in ("stl", "analytic")
-        guide = ILSMessenger(*self._given, stl=stl)(guide)
+        guide = ILSMessenger(
+            *self._given, stl=stl, temperature=self._temperature, estimator=self._estimator
+        )(guide)
         model = GivenValueMessenger()(model)
         with particle_weight(1.0 / self.num_particles):
             return super()._get_trace(model, guide, args, kwargs)
@@ -333,14 +371,15 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
             for name, site in guide_trace.nodes.items()
             if site["type"] == "sample"
             and not site["is_observed"]
-            # an ILS site with a step (a small-step limit, ``step_size=0``, is linear)
-            and getattr(ils_base(site["fn"]), "step_size", 0) != 0
+            # e.g. an ILS site with a step (a small-step limit, ``step_size=0``, is linear)
+            and not getattr(surrogate_base(site["fn"]), "estimator", _LINEAR).linear
         ]
         if sequential and nonlinear:
             raise NotImplementedError(
                 f"TraceEnumILS_ELBO: guide sites {sequential} are enumerated sequentially "
-                f"next to ILS sites {nonlinear} with step_size > 0, whose backward is not "
-                "linear in the incoming gradient; use infer={'enumerate': 'parallel'} or "
-                "a small-step limit (step_size=0)"
+                f"next to routed sites {nonlinear} whose backward is not linear in the "
+                "incoming gradient (ILS with step_size > 0); use "
+                "infer={'enumerate': 'parallel'} or a linear estimator (a small-step "
+                "limit, step_size=0, or straight-through, ReinMax, ST-Gumbel)"
             )
         return model_trace, guide_trace

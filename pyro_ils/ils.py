@@ -15,58 +15,13 @@ the logits the gradient of ``KL(pi_D || softmax(logits))`` with the target
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .estimators.ils import ILS
 from .options import check_ils_temperature, check_options
-from .projections import intermediate_target
-from .softmax import softmax
+from .softmax import finite
 
 __all__ = ["ils_onehot", "ils_onehot_from_index", "ils_bernoulli_from_draw", "finite"]
-
-#: The reference code's guard against division by zero in ``-pi_D / (pi + eps)``.
-_REFERENCE_EPS = 1e-7
-
-
-def finite(x: Tensor) -> Tensor:
-    """Replace NaN by 0 and +-inf by +-sqrt(max float), so that a step stays finite."""
-    big = torch.finfo(x.dtype).max ** 0.5
-    return torch.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
-
-
-class _ILSOneHot(torch.autograd.Function):
-    """One-hot of a given draw ``k``, with the ILS gradient to ``logits``."""
-
-    @staticmethod
-    def forward(ctx, logits, index, support, weight, step_size, projection, temperature):
-        onehot = F.one_hot(index, logits.size(-1)).to(logits.dtype)
-        ctx.save_for_backward(logits, onehot, support, weight)
-        ctx.step_size = step_size
-        ctx.projection = projection
-        ctx.temperature = temperature
-        return onehot
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        logits, z, support, weight = ctx.saved_tensors
-        pi = softmax(logits)
-        weight = weight.unsqueeze(-1)
-        # Per-draw gradient g / w. Draws with w = 0 (masked out) divide by 1
-        # instead and are zeroed by the final multiplication by w.
-        g = finite(grad_output) / torch.where(weight != 0, weight, torch.ones_like(weight))
-        if support is not None:
-            g = g.masked_fill(~support, 0.0)
-        target = intermediate_target(
-            z, g, ctx.step_size, ctx.projection, support, logits, ctx.temperature
-        )
-        if ctx.projection == "reference":
-            grad_logits = -target / (pi + _REFERENCE_EPS)
-        else:
-            grad_logits = pi - target
-        grad_logits = weight * grad_logits
-        if support is not None:
-            grad_logits = grad_logits.masked_fill(~support, 0.0)
-        return grad_logits, None, None, None, None, None, None
 
 
 def ils_onehot_from_index(
@@ -88,16 +43,7 @@ def ils_onehot_from_index(
     ``temperature`` is the midpoint target's (see
     :func:`~pyro_ils.projections.intermediate_target`).
     """
-    shape = index.shape + logits.shape[-1:]
-    logits = logits.expand(shape)
-    if support is not None:
-        support = support.expand(shape)
-    if weight is None:
-        weight = torch.ones((), dtype=logits.dtype, device=logits.device)
-    weight = weight.to(dtype=logits.dtype, device=logits.device)
-    if weight.dim():
-        weight = weight.expand(index.shape)
-    return _ILSOneHot.apply(logits, index, support, weight, step_size, projection, temperature)
+    return ILS._checked(step_size, projection, temperature).onehot(logits, index, support, weight)
 
 
 def ils_onehot(
@@ -175,24 +121,4 @@ def ils_bernoulli_from_draw(
     and the logit ``a`` receives the category-1 component of the two-category
     gradient, ``sigmoid(a) - pi_D[1]`` (zero for ``a = +-inf``).
     """
-    logits = logits.expand(value.shape)
-    # The logits (0, a) of the two categories, shifted by a constant so that
-    # they stay finite (softmax is shift-invariant): (-s, a - s), s = max(a, 0).
-    # The logit a receives exactly the category-1 component of the gradient;
-    # an infinite logit (a certain outcome) receives zero.
-    big = torch.finfo(logits.dtype).max ** 0.5
-    a = logits.clamp(-big, big)
-    shift = a.detach().clamp(min=0)
-    pair = torch.stack([-shift, a - shift], dim=-1)
-    with torch.no_grad():
-        support = torch.stack([logits < torch.inf, logits > -torch.inf], dim=-1)
-    onehot = ils_onehot_from_index(
-        pair,
-        value.long(),
-        step_size=step_size,
-        projection=projection,
-        support=None if bool(support.all()) else support,
-        weight=weight,
-        temperature=temperature,
-    )
-    return onehot[..., 1]
+    return ILS._checked(step_size, projection, temperature).bernoulli(logits, value, weight)

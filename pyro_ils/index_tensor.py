@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .debug import _ACTIVE, record_drop
-from .ils import finite
+from .softmax import finite
 
 __all__ = ["ILSIndexTensor", "ILSOneHotTensor", "carries_ils_path"]
 

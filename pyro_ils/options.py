@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import Any
 
 import torch
 
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_PROJECTION",
     "GUIDE_LOG_PROB_MODES",
     "check_options",
+    "check_positive",
     "check_ils_temperature",
 ]
 
@@ -27,23 +29,26 @@ DEFAULT_STEP_SIZE = 0.0
 GUIDE_LOG_PROB_MODES = ("full", "stl", "analytic")
 
 
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    """``value`` as a finite float, ``> 0`` (or ``>= 0`` with ``allow_zero``), else
+    ``ValueError`` naming ``name``. One-element tensors are accepted."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    what = "a non-negative" if allow_zero else "a positive"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be {what} finite number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {what} finite number, got {value!r}")
+    return number
+
+
 def check_step_size(step_size, allow_zero: bool = False) -> float:
     """Return ``step_size`` as a float, or raise ``ValueError`` naming it. With
     ``allow_zero``, ``0`` (the small-step limit) is accepted too."""
-    if isinstance(step_size, torch.Tensor):
-        if step_size.numel() != 1:
-            raise ValueError(
-                f"step_size must be a scalar, got a tensor of shape {tuple(step_size.shape)}"
-            )
-        step_size = step_size.item()
-    if isinstance(step_size, bool) or not isinstance(step_size, Real):
-        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
-    step_size = float(step_size)
-    if allow_zero and step_size == 0:
-        return 0.0
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
-    return step_size
+    return check_positive("step_size", step_size, allow_zero)
 
 
 def check_projection(projection) -> str:
@@ -79,9 +84,7 @@ def check_options(step_size, projection) -> tuple[float, str]:
 def check_ils_temperature(temperature, projection: str) -> float:
     """The second-order targets' ``temperature`` as a positive finite float
     (``None``: 1.0); any other target takes only 1.0. Raises ``ValueError`` otherwise."""
-    from .estimators._surrogate_estimator import check_temperature
-
-    temperature = 1.0 if temperature is None else check_temperature(temperature)
+    temperature = 1.0 if temperature is None else check_positive("temperature", temperature)
     if temperature != 1.0 and projection not in SECOND_ORDER_TARGETS:
         raise ValueError(
             f"temperature applies to projection in {SECOND_ORDER_TARGETS} only, got "

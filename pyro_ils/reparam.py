@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from pyro.infer.reparam.reparam import Reparam
 
+from .estimators import Estimator
 from .options import check_options, check_projection, check_step_size
-from .routing import to_ils
+from .routing import to_ils, to_surrogate
 
 __all__ = ["ILSReparam"]
 
 
 class ILSReparam(Reparam):
-    """Reparameterize a discrete site so that its draw carries the ILS backward.
+    """Reparameterize a discrete site so that its draw carries the ILS backward, or
+    that of any estimator of :mod:`pyro_ils.estimators`.
 
     For users who write their own loss, or who want ILS at a few sites only::
 
         guide = poutine.reparam(guide, config={"z": ILSReparam(step_size=0.5)})
+        guide = poutine.reparam(guide, config={"z": ILSReparam(estimator=ReinMax(1.5))})
 
     Works on ``Categorical``, ``OneHotCategorical`` and ``Bernoulli`` sites,
     also inside ``Independent``, masked and expanded wrappers. The draw is
@@ -26,10 +29,24 @@ class ILSReparam(Reparam):
     :param float step_size: ILS step ``c``; ``None`` keeps an ILS
         distribution's own, or the default 1.0.
     :param str projection: map onto the simplex; ``None`` as above.
-    :raises TypeError: at a site whose distribution has no ILS version.
+    :param Estimator estimator: the estimator instead of the ILS options (keyword only).
+    :raises TypeError: at a site whose distribution has no version with an estimator.
     """
 
-    def __init__(self, step_size: float | None = None, projection: str | None = None):
+    def __init__(
+        self,
+        step_size: float | None = None,
+        projection: str | None = None,
+        *,
+        estimator: Estimator | None = None,
+    ):
+        if estimator is not None and not isinstance(estimator, Estimator):
+            raise TypeError(
+                f"estimator must be an object of pyro_ils.estimators, got {estimator!r}"
+            )
+        if estimator is not None and (step_size is not None or projection is not None):
+            raise ValueError("give either estimator= or step_size/projection, not both")
+        self.estimator = estimator
         if step_size is not None and projection is not None:
             self.step_size, self.projection = check_options(step_size, projection)
         else:
@@ -40,7 +57,10 @@ class ILSReparam(Reparam):
         fn = msg["fn"]
         if msg["is_observed"]:
             return {"fn": fn, "value": msg["value"], "is_observed": True}
-        new = to_ils(fn, self.step_size, self.projection)
+        if self.estimator is not None:
+            new = to_surrogate(fn, self.estimator)
+        else:
+            new = to_ils(fn, self.step_size, self.projection)
         if new is None:
             raise TypeError(
                 f"ILSReparam at site {msg['name']!r}: {type(fn).__name__} has no ILS version "

@@ -84,6 +84,7 @@ from typing import NamedTuple
 import torch
 from pyro.util import get_rng_state, set_rng_state
 
+from .estimators import DefaultILS, Estimator
 from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
 from .options import DEFAULT_PROJECTION, check_ils_temperature
 from .routing import (
@@ -93,6 +94,7 @@ from .routing import (
     _wraps_ils,
     eligible,
     has_ils_version,
+    site_estimator,
     to_ils,
 )
 from .site_probe import blocking_sites, latent_sites, probe, warn_if_nothing_enumerated
@@ -136,7 +138,9 @@ class SiteChoiceWarning(UserWarning):
 class SiteChoice(NamedTuple):
     """What the default gave one guide site."""
 
-    member: str  #: ``"exact differences"``, ``"midpoint limit"`` or ``"first-order ILS"``
+    #: ``"exact differences"``, ``"midpoint limit"``, ``"first-order ILS"``, or the
+    #: estimator a site names in ``infer={"ils": ...}`` (its ``repr``)
+    member: str
     alternatives: int | None  #: ``M``, the rows of the site's run over alternatives
     reason: str  #: why, in words
     #: the midpoint limit's temperature (1 for the other members)
@@ -151,6 +155,8 @@ def requested(infer: dict) -> bool | None:
     """A site's own request: ``True`` (exact differences), ``False`` (first-order),
     or ``None`` (the rule decides)."""
     ils = infer.get("ils", True)
+    if isinstance(ils, Estimator) and not isinstance(ils, DefaultILS):
+        return False
     if not isinstance(ils, dict):
         return None
     if "exact_differences" in ils:
@@ -180,6 +186,10 @@ class _ChoosingMessenger(_PlainDrawMessenger):
         if _wraps_ils(msg["fn"]):
             reason = "the guide's ILS distribution keeps its options"
             self.choices[msg["name"]] = SiteChoice(FIRST_ORDER, None, reason)
+            return
+        chosen = site_estimator(msg)
+        if chosen is not None and not isinstance(chosen, DefaultILS):
+            self.choices[msg["name"]] = SiteChoice(repr(chosen), None, "its estimator in infer")
             return
         if requested(msg["infer"]) is False:
             ils = msg["infer"]["ils"]
@@ -215,9 +225,16 @@ class DefaultChoice:
     so that one instance can serve several models (Pyro's tests reuse one
     ``TraceEnum_ELBO`` for a model without enumerated sites and one with them)."""
 
-    def __init__(self, blocker: str | None, max_alternatives: int, elbo_kwargs: dict):
+    def __init__(
+        self,
+        blocker: str | None,
+        max_alternatives: int,
+        elbo_kwargs: dict,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ):
         self.blocker, self.max_alternatives = blocker, max_alternatives
-        self._kwargs = dict(elbo_kwargs)
+        self.temperature = temperature
+        self._kwargs = {**elbo_kwargs, "temperature": temperature}
         #: ``(model, guide) -> (elbo or None, the sites kept at the midpoint limit)``
         self._decisions: dict[tuple, tuple[DefaultChoiceELBO | None, dict]] = {}
         self._elbo: DefaultChoiceELBO | None = None
@@ -226,16 +243,23 @@ class DefaultChoice:
             self._elbo = DefaultChoiceELBO(max_alternatives, **self._kwargs)
 
     @classmethod
-    def of(cls, elbo_class, options, max_alternatives, elbo_kwargs) -> DefaultChoice | None:
+    def of(
+        cls,
+        elbo_class,
+        options,
+        max_alternatives,
+        elbo_kwargs,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> DefaultChoice | None:
         """The default's state for an ELBO built with ``options`` (``step_size``,
-        ``projection``, ``guide_log_prob``); ``None`` where options select first-order
-        ILS on every site."""
+        ``projection``, ``guide_log_prob``, an estimator other than ILS's); ``None``
+        where any is given. ``temperature`` is the midpoint limit's."""
         max_alternatives = check_max_alternatives(max_alternatives)
-        if tuple(options) != (None, None, None) or max_alternatives == 0:
+        if any(option is not None for option in options) or max_alternatives == 0:
             return None
         if elbo_kwargs.get("vectorize_particles"):
             return None
-        return cls(elbo_class._default_blocker, max_alternatives, elbo_kwargs)
+        return cls(elbo_class._default_blocker, max_alternatives, elbo_kwargs, temperature)
 
     @property
     def site_choices(self) -> dict[str, SiteChoice]:

@@ -63,7 +63,9 @@ from pyro_ils import (
     TraceILS_ELBO,
 )
 from pyro_ils.distributions import ILSDistributionMixin
+from pyro_ils.estimators import ILS, ReinMax, StraightThrough, STGumbel
 from pyro_ils.index_tensor import carries_ils_path
+from pyro_ils.routing import surrogate_base
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites configured"),
@@ -115,12 +117,17 @@ def get_traces(elbo, model, guide, *args):
     return list(elbo._get_traces(model, guide, args, {}))
 
 
-def assert_routed(guide_trace, names):
-    """(a): the sites are drawn by ILS, carry the ILS path, and have no score-function term."""
+def assert_routed(guide_trace, names, estimator=None):
+    """(a): the sites are drawn by ILS (or by ``estimator``), carry the surrogate path,
+    and have no score-function term."""
     guide_trace.compute_score_parts()
     for name in names:
         site = guide_trace.nodes[name]
-        assert ils_base(site["fn"]) is not None, f"{name}: {type(site['fn']).__name__} not ILS"
+        if estimator is None:
+            assert ils_base(site["fn"]) is not None, f"{name}: {type(site['fn']).__name__} not ILS"
+        else:
+            base = surrogate_base(site["fn"])
+            assert base is not None and base.estimator == estimator, f"{name}: {site['fn']}"
         assert carries_ils_path(site["value"]), f"{name}: value carries no ILS path"
         sf = site["score_parts"].score_function
         assert is_zero_not_tensor(sf), f"{name}: score_function is {sf!r}"
@@ -540,6 +547,23 @@ ELBOS_WITH_MODES = {
 }
 
 
+#: The matrix again with each estimator of ``pyro_ils.estimators`` given to each ELBO:
+#: an unchanged guide routed through straight-through, ReinMax, ST-Gumbel or ILS.
+ESTIMATORS = {
+    "st": StraightThrough(),
+    "reinmax": ReinMax(1.5),
+    "stgumbel": STGumbel(1.0),
+    "ils-euclidean": ILS(1.0, "euclidean"),
+}
+ELBOS_WITH_ESTIMATORS = {
+    f"{elbo_name}-{est_name}": (
+        lambda elbo_name=elbo_name, est=est, **kw: ELBOS[elbo_name](estimator=est, **kw)
+    )
+    for elbo_name in ELBOS
+    for est_name, est in ESTIMATORS.items()
+}
+
+
 def _matrix_params(elbos=ELBOS):
     return [
         pytest.param(case_name, elbo_name, marks=CASES[case_name].marks)
@@ -579,6 +603,42 @@ def test_loss_goes_down(case_name, elbo_name):
     case = CASES[case_name]
     model, guide = case.bind()
     losses = train(ELBOS[elbo_name](), model, guide, case.args, case.lr)
+    assert_trains(losses, case.min_drop)
+    accuracy = case.accuracy()
+    assert accuracy >= MIN_ACCURACY, f"guide's most probable values right for {accuracy:.0%}"
+
+
+@pytest.mark.parametrize("case_name, elbo_name", _matrix_params(ELBOS_WITH_ESTIMATORS))
+def test_estimator_routes_unchanged_guide(case_name, elbo_name):
+    """Each estimator given to each ELBO: the unchanged guide's sites carry that
+    estimator, no score-function term, and finite non-zero gradients."""
+    case = CASES[case_name]
+    model, guide = case.bind()
+    elbo = ELBOS_WITH_ESTIMATORS[elbo_name]()
+    _, guide_trace = get_traces(elbo, model, guide, *case.args)[0]
+    assert_routed(guide_trace, case.routed, ESTIMATORS[elbo_name.split("-", 1)[1]])
+    pyro.clear_param_store()
+    case.bind()
+    grads = accumulate_grads(
+        ELBOS_WITH_ESTIMATORS[elbo_name](), model, guide, case.args, case.params
+    )
+    assert_good_grads(grads)
+
+
+@pytest.mark.parametrize(
+    "case_name, elbo_name",
+    [
+        pytest.param(case_name, f"TraceILS_ELBO-{est}", marks=CASES[case_name].marks)
+        for case_name in CASES
+        for est in ("st", "reinmax", "stgumbel")
+    ],
+)
+def test_estimator_trains_unchanged_guide(case_name, elbo_name):
+    """Straight-through, ReinMax and ST-Gumbel, given by ELBO argument, train each
+    unchanged guide by the margin of ``test_loss_goes_down``."""
+    case = CASES[case_name]
+    model, guide = case.bind()
+    losses = train(ELBOS_WITH_ESTIMATORS[elbo_name](), model, guide, case.args, case.lr)
     assert_trains(losses, case.min_drop)
     accuracy = case.accuracy()
     assert accuracy >= MIN_ACCURACY, f"guide's most probable values right for {accuracy:.0%}"

@@ -33,7 +33,7 @@ from pyro_ils.estimators.straight_through import (
     st_gumbel_onehot,
     straight_through_onehot,
 )
-from pyro_ils.surrogate import SurrogateIndependent
+from pyro_ils.distributions.surrogate import SurrogateIndependent
 
 DTYPES = [torch.float32, torch.float64]
 P_MIN = 1e-4  # false-alarm rate of each statistical test

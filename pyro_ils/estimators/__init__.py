@@ -1,25 +1,54 @@
-"""Discrete gradient estimators to compare with ILS, usable from Pyro."""
+"""Estimator objects for discrete sites, and the estimators ILS is compared with.
 
-from .muprop import TraceMuProp_ELBO
-from .rebar import TraceREBAR_ELBO, TraceRELAX_ELBO
-from .reinmax import ReinMaxCategorical, ReinMaxOneHotCategorical
-from .rloo import TraceRLOO_ELBO
-from .straight_through import (
-    STCategorical,
-    STGumbelCategorical,
-    STGumbelOneHotCategorical,
-    STOneHotCategorical,
-)
+The objects (:class:`ILS`, :class:`StraightThrough`, :class:`ReinMax`,
+:class:`STGumbel`, :class:`DefaultILS`) say what an exact draw sends back to its
+logits; pass one to an ILS ELBO (``estimator=``), to ``infer={"ils": ...}`` of one
+site, to :class:`~pyro_ils.ILSReparam` or to a ``Surrogate*`` distribution.
+
+The distributions with a fixed estimator (``STCategorical``, ``ReinMaxCategorical``,
+...) live in :mod:`pyro_ils.distributions`, and the multi-evaluation ELBOs
+(``TraceRLOO_ELBO``, ``TraceMuProp_ELBO``, ``TraceREBAR_ELBO``, ``TraceRELAX_ELBO``)
+in their modules here; both are importable from this package as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Estimator, LinearEstimator
+from .ils import ILS, DefaultILS
+from .reinmax import ReinMax
+from .straight_through import STGumbel, StraightThrough
+
+#: Names importable from here, defined elsewhere (imported on first use, so that the
+#: distributions can import the estimator objects without a cycle).
+_MOVED = {
+    "ReinMaxCategorical": "pyro_ils.distributions",
+    "ReinMaxOneHotCategorical": "pyro_ils.distributions",
+    "STCategorical": "pyro_ils.distributions",
+    "STGumbelCategorical": "pyro_ils.distributions",
+    "STGumbelOneHotCategorical": "pyro_ils.distributions",
+    "STOneHotCategorical": "pyro_ils.distributions",
+    "TraceMuProp_ELBO": "pyro_ils.estimators.muprop",
+    "TraceREBAR_ELBO": "pyro_ils.estimators.rebar",
+    "TraceRELAX_ELBO": "pyro_ils.estimators.rebar",
+    "TraceRLOO_ELBO": "pyro_ils.estimators.rloo",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "ReinMaxCategorical",
-    "ReinMaxOneHotCategorical",
-    "STCategorical",
-    "STGumbelCategorical",
-    "STGumbelOneHotCategorical",
-    "STOneHotCategorical",
-    "TraceMuProp_ELBO",
-    "TraceREBAR_ELBO",
-    "TraceRELAX_ELBO",
-    "TraceRLOO_ELBO",
+    "DefaultILS",
+    "Estimator",
+    "ILS",
+    "LinearEstimator",
+    "ReinMax",
+    "STGumbel",
+    "StraightThrough",
+    *sorted(_MOVED),
 ]

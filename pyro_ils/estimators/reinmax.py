@@ -37,29 +37,49 @@ unbiased: ``E_D[pi_1 <pi_1, a>] = (pi <pi, a> * 3 + pi * a) / 4`` gives
 it is not.
 
 The rule is linear in ``g``, which already carries the weight ``w`` the loss
-puts on the draw; see ``pyro_ils.estimators._surrogate_estimator`` for why
+puts on the draw; see :mod:`pyro_ils.estimators.base` for why
 no division by ``w`` is needed (draws with ``w = 0``, masked out, get no gradient).
 Categories outside the support have ``pi_0 = pi_1 = 0`` there and get zero gradient.
 """
 
 from __future__ import annotations
 
-import functools
-
-from pyro.distributions import Categorical, OneHotCategorical
 from torch import Tensor
 
-from ..softmax import softmax
-from ..surrogate import SurrogateCategoricalMixin, SurrogateOneHotMixin
-from ._surrogate_estimator import TemperatureMixin, check_temperature, softmax_vjp, surrogate_onehot
+from ..softmax import softmax, softmax_vjp
+from .base import LinearEstimator, check_positive
 
-__all__ = ["ReinMaxOneHotCategorical", "ReinMaxCategorical", "reinmax_onehot"]
+__all__ = ["ReinMax", "reinmax_onehot"]
 
 
-def _reinmax_rule(logits: Tensor, onehot: Tensor, g: Tensor, *, temperature: float) -> Tensor:
-    pi_0 = softmax(logits)
-    pi_1 = 0.5 * (onehot + softmax(logits / temperature))
-    return 2.0 * softmax_vjp(pi_1, g) - 0.5 * softmax_vjp(pi_0, g)
+class ReinMax(LinearEstimator):
+    r"""ReinMax (Liu et al. 2023, Algorithm 2), a second-order accurate backward:
+
+    .. math:: \hat\nabla_{\mathrm{logits}} = 2 J(\pi_1)^\top g - \tfrac12 J(\pi_0)^\top g,
+              \qquad \pi_0 = \mathrm{softmax}(\mathrm{logits}),\quad
+              \pi_1 = \tfrac12\bigl(z + \mathrm{softmax}(\mathrm{logits} / \tau)\bigr),
+
+    with :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)`. It equals ILS's
+    midpoint target in the small-step limit, ``ILS(step_size=0, projection="midpoint",
+    temperature=tau)``.
+
+    :param float temperature: ``tau > 0`` (the paper recommends ``tau >= 1``).
+
+    References:
+
+    * Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
+      straight-through and beyond", NeurIPS.
+    """
+
+    _fields = ("temperature",)
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = check_positive("temperature", temperature)
+
+    def rule(self, logits, onehot, g, *aux) -> Tensor:
+        pi_0 = softmax(logits)
+        pi_1 = 0.5 * (onehot + softmax(logits / self.temperature))
+        return 2.0 * softmax_vjp(pi_1, g) - 0.5 * softmax_vjp(pi_0, g)
 
 
 def reinmax_onehot(
@@ -70,9 +90,7 @@ def reinmax_onehot(
     support: Tensor | None = None,
     weight: Tensor | None = None,
 ) -> Tensor:
-    r"""The one-hot ``D`` of ``index`` with the ReinMax backward
-    :math:`2 J(\pi_1)^\top g - \tfrac12 J(\pi_0)^\top g`,
-    ``pi_1 = (D + softmax(logits / tau)) / 2``, ``pi_0 = softmax(logits)``.
+    r"""The one-hot ``D`` of ``index`` with the ReinMax backward (:class:`ReinMax`).
 
     :param logits: broadcasting to ``index.shape + (K,)``.
     :param index: the drawn categories (int64).
@@ -81,53 +99,4 @@ def reinmax_onehot(
         with finite logits); the others get zero gradient.
     :param weight: the weight of each draw in the loss; draws of weight 0 get no gradient.
     """
-    rule = functools.partial(_reinmax_rule, temperature=check_temperature(temperature))
-    return surrogate_onehot(logits, index, rule, support=support, weight=weight)
-
-
-class _ReinMaxMixin(TemperatureMixin):
-    """The ReinMax backward."""
-
-    def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
-        return reinmax_onehot(
-            logits, index, temperature=self.temperature, support=support, weight=weight
-        )
-
-
-class ReinMaxOneHotCategorical(_ReinMaxMixin, SurrogateOneHotMixin, OneHotCategorical):
-    r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
-    ReinMax backward (Liu et al. 2023, Algorithm 2).
-
-    ``rsample()`` returns the exact float one-hot draw ``D`` (the value
-    ``sample()`` returns under the same RNG state); for ``g = dL/dD`` the logits
-    receive :math:`2 J(\pi_1)^\top g - \tfrac12 J(\pi_0)^\top g` with
-    ``pi_0 = softmax(logits)``, ``pi_1 = (D + softmax(logits / tau)) / 2`` and
-    :math:`J(p)^\top g = p \odot (g - \langle p, g\rangle)`. ``log_prob`` is the
-    discrete mass, so a KL to a ``OneHotCategorical`` prior is taken analytically
-    by :class:`~pyro.infer.TraceMeanField_ELBO`.
-
-    Example::
-
-        pyro.sample("z", ReinMaxOneHotCategorical(logits=logits, temperature=1.3))
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
-    """
-
-
-class ReinMaxCategorical(_ReinMaxMixin, SurrogateCategoricalMixin, Categorical):
-    r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
-    ReinMax backward (Liu et al. 2023, Algorithm 2).
-
-    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.index_tensor.ILSIndexTensor`
-    equal to a ``Categorical`` draw, differentiable through indexing
-    (``locs[z]``, ``Vindex``, ``gather``, ``F.embedding``, ``F.one_hot``,
-    ``Categorical.log_prob``) as the one-hot of :class:`ReinMaxOneHotCategorical`.
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
-    """
+    return ReinMax(temperature).onehot(logits, index, support, weight)

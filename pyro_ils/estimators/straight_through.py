@@ -43,43 +43,87 @@ mass, so :class:`~pyro.infer.TraceMeanField_ELBO` takes the KL to a
 scores the guide by its mass, not by the relaxed density.
 
 Both rules are linear in ``g``, which already carries the weight ``w`` the loss
-puts on the draw; see ``pyro_ils.estimators._surrogate_estimator`` for why
+puts on the draw; see :mod:`pyro_ils.estimators.base` for why
 no division by ``w`` is needed (draws with ``w = 0``, masked out, get no gradient).
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
-from pyro.distributions import Categorical, OneHotCategorical
 from torch import Tensor
 
-from ..softmax import softmax
-from ..surrogate import SurrogateCategoricalMixin, SurrogateOneHotMixin
-from ._surrogate_estimator import (
-    EstimatorMixin,
-    TemperatureMixin,
-    check_temperature,
-    softmax_vjp,
-    surrogate_onehot,
-)
+from ..ops.exact_draw import exact_onehot
+from ..softmax import softmax, softmax_vjp
+from .base import LinearEstimator, check_positive
 from .gumbel import gumbel_given_onehot
 
 __all__ = [
-    "STOneHotCategorical",
-    "STCategorical",
-    "STGumbelOneHotCategorical",
-    "STGumbelCategorical",
+    "StraightThrough",
+    "STGumbel",
     "straight_through_onehot",
     "st_gumbel_onehot",
     "gumbel_given_argmax",
 ]
 
 
-def _st_rule(logits: Tensor, onehot: Tensor, g: Tensor) -> Tensor:
-    return softmax_vjp(softmax(logits), g)
+class StraightThrough(LinearEstimator):
+    r"""Straight-through (Bengio et al. 2013): the backward of ``pi - pi.detach() + z``,
+
+    .. math:: \hat\nabla_{\mathrm{logits}} = J_{\mathrm{softmax}}(\pi)^\top g
+              = \pi \odot (g - \langle \pi, g \rangle).
+
+    References:
+
+    * Bengio, Léonard and Courville (2013), "Estimating or propagating gradients
+      through stochastic neurons for conditional computation", arXiv:1308.3432.
+    """
+
+    def rule(self, logits, onehot, g, *aux) -> Tensor:
+        return softmax_vjp(softmax(logits), g)
+
+
+class STGumbel(LinearEstimator):
+    r"""Straight-through Gumbel-Softmax (Jang et al. 2017; Maddison et al. 2017):
+    the backward through ``y = softmax((logits + G) / tau)``,
+
+    .. math:: \hat\nabla_{\mathrm{logits}} = \tfrac{1}{\tau}\, y \odot (g - \langle y, g \rangle),
+
+    with Gumbel noise ``G`` drawn given ``argmax(logits + G) = k``, the exact draw
+    (:func:`gumbel_given_argmax`).
+
+    :param float temperature: the relaxation's temperature ``tau > 0``.
+
+    References:
+
+    * Jang, Gu and Poole (2017), "Categorical reparameterization with Gumbel-Softmax",
+      ICLR.
+    * Maddison, Mnih and Teh (2017), "The Concrete distribution", ICLR.
+    """
+
+    _fields = ("temperature",)
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = check_positive("temperature", temperature)
+
+    def onehot(self, logits, index, support=None, weight=None) -> Tensor:
+        masked = logits.detach()
+        if support is not None:
+            masked = masked.masked_fill(~support, -torch.inf)
+        perturbed = gumbel_given_argmax(masked, index)
+        return self.onehot_given_noise(logits, index, perturbed, support, weight)
+
+    def onehot_given_noise(self, logits, index, perturbed, support=None, weight=None) -> Tensor:
+        """:meth:`onehot` with the perturbed logits ``logits + G`` given."""
+        shape = index.shape + logits.shape[-1:]
+        perturbed = perturbed.detach().to(logits.dtype).expand(shape)
+        return exact_onehot(logits, index, self, perturbed, support=support, weight=weight)
+
+    def rule(self, logits, onehot, g, *aux) -> Tensor:
+        (perturbed,) = aux
+        perturbed = perturbed.masked_fill(logits == -torch.inf, -torch.inf)
+        y = softmax(perturbed / self.temperature)
+        return softmax_vjp(y, g) / self.temperature
 
 
 def straight_through_onehot(
@@ -98,7 +142,7 @@ def straight_through_onehot(
         with finite logits); the others get zero gradient.
     :param weight: the weight of each draw in the loss; draws of weight 0 get no gradient.
     """
-    return surrogate_onehot(logits, index, _st_rule, support=support, weight=weight)
+    return StraightThrough().onehot(logits, index, support, weight)
 
 
 @torch.no_grad()
@@ -123,14 +167,6 @@ def gumbel_given_argmax(logits: Tensor, index: Tensor) -> Tensor:
     return gumbel_given_onehot(logits.expand(onehot.shape), onehot)
 
 
-def _st_gumbel_rule(
-    logits: Tensor, onehot: Tensor, g: Tensor, perturbed: Tensor, *, temperature: float
-) -> Tensor:
-    perturbed = perturbed.masked_fill(logits == -torch.inf, -torch.inf)
-    y = softmax(perturbed / temperature)
-    return softmax_vjp(y, g) / temperature
-
-
 def st_gumbel_onehot(
     logits: Tensor,
     index: Tensor,
@@ -148,112 +184,4 @@ def st_gumbel_onehot(
     ``d perturbed / d logits = I``), with ``argmax perturbed = index``; see
     :func:`gumbel_given_argmax`.
     """
-    temperature = check_temperature(temperature)
-    shape = index.shape + logits.shape[-1:]
-    perturbed = perturbed.detach().to(logits.dtype).expand(shape)
-    rule = functools.partial(_st_gumbel_rule, temperature=temperature)
-    return surrogate_onehot(logits, index, rule, perturbed, support=support, weight=weight)
-
-
-class _STMixin(EstimatorMixin):
-    """The straight-through backward."""
-
-    def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
-        return straight_through_onehot(logits, index, support=support, weight=weight)
-
-
-class _STGumbelMixin(TemperatureMixin):
-    """The ST-Gumbel backward, with Gumbel noise drawn given the draw."""
-
-    def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
-        masked = logits.detach()
-        if support is not None:
-            masked = masked.masked_fill(~support, -torch.inf)
-        perturbed = gumbel_given_argmax(masked, index)
-        return st_gumbel_onehot(
-            logits,
-            index,
-            perturbed,
-            temperature=self.temperature,
-            support=support,
-            weight=weight,
-        )
-
-
-class STOneHotCategorical(_STMixin, SurrogateOneHotMixin, OneHotCategorical):
-    r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
-    straight-through backward (Bengio et al. 2013).
-
-    ``rsample()`` returns the exact float one-hot draw ``z`` (the value
-    ``sample()`` returns under the same RNG state); for ``g = dL/dz`` the logits
-    receive :math:`\pi \odot (g - \langle \pi, g\rangle)`. ``log_prob(value)`` is
-    the discrete mass, differentiable in ``value`` as ``<value, log pi>``.
-
-    Example::
-
-        pyro.sample("z", STOneHotCategorical(logits=logits))
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    """
-
-
-class STCategorical(_STMixin, SurrogateCategoricalMixin, Categorical):
-    r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
-    straight-through backward (Bengio et al. 2013).
-
-    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.index_tensor.ILSIndexTensor`
-    (the value ``sample()`` returns under the same RNG state), differentiable
-    through indexing (``locs[z]``, ``Vindex``, ``gather``, ``F.embedding``,
-    ``F.one_hot``, ``Categorical.log_prob``) as if it were the one-hot ``z``
-    whose logits receive :math:`\pi \odot (g - \langle \pi, g\rangle)`.
-
-    Example::
-
-        z = pyro.sample("z", STCategorical(logits=logits))
-        mean = locs[z]  # differentiable in logits
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    """
-
-
-class STGumbelOneHotCategorical(_STGumbelMixin, SurrogateOneHotMixin, OneHotCategorical):
-    r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
-    straight-through Gumbel-Softmax backward (Jang et al. 2017; Maddison et al. 2017).
-
-    ``rsample()`` returns the exact float one-hot draw ``z = onehot(k)`` (the
-    value ``sample()`` returns under the same RNG state); for ``g = dL/dz`` the
-    logits receive :math:`\tfrac1\tau\, y \odot (g - \langle y, g\rangle)` with
-    ``y = softmax((logits + G) / tau)`` and Gumbel noise ``G`` drawn given
-    ``argmax(logits + G) = k``. Unlike Pyro's
-    :class:`~pyro.distributions.RelaxedOneHotCategoricalStraightThrough`,
-    ``log_prob`` is the discrete mass, so a KL to a ``OneHotCategorical`` prior
-    is taken analytically by :class:`~pyro.infer.TraceMeanField_ELBO`.
-
-    Example::
-
-        pyro.sample("z", STGumbelOneHotCategorical(logits=logits, temperature=0.5))
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float temperature: the relaxation's temperature ``tau > 0`` (default 1.0).
-    """
-
-
-class STGumbelCategorical(_STGumbelMixin, SurrogateCategoricalMixin, Categorical):
-    r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
-    straight-through Gumbel-Softmax backward (Jang et al. 2017; Maddison et al. 2017).
-
-    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.index_tensor.ILSIndexTensor`
-    equal to a ``Categorical`` draw ``k``, differentiable through indexing as the
-    one-hot of :class:`STGumbelOneHotCategorical`.
-
-    :param probs: event probabilities, as for the base class.
-    :param logits: event log-odds, as for the base class.
-    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
-    :param float temperature: the relaxation's temperature ``tau > 0`` (default 1.0).
-    """
+    return STGumbel(temperature).onehot_given_noise(logits, index, perturbed, support, weight)

@@ -22,19 +22,16 @@ class's score-function parts, so enumeration and REINFORCE still work.
 
 from __future__ import annotations
 
-import torch
 from pyro.distributions import Bernoulli, Categorical, OneHotCategorical
-from pyro.ops.provenance import extract_provenance
-from torch import Tensor
 
-from .ils import ils_bernoulli_from_draw, ils_onehot_from_index
-from .options import check_ils_temperature, check_options
+from ..estimators.ils import ILS
+from ..options import check_ils_temperature, check_options
 from .surrogate import (
+    SurrogateBernoulliMixin,
     SurrogateCategoricalMixin,
     SurrogateDistributionMixin,
     SurrogateIndependent,
     SurrogateOneHotMixin,
-    _unwrap,
 )
 
 __all__ = ["ILSCategorical", "ILSOneHotCategorical", "ILSBernoulli", "ILSDistributionMixin"]
@@ -82,22 +79,26 @@ class ILSDistributionMixin(SurrogateDistributionMixin):
         new.temperature = check_ils_temperature(temperature, new.projection)
         return new
 
-    def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
-        return ils_onehot_from_index(
-            logits,
-            index,
-            step_size=self.step_size,
-            projection=self.projection,
-            support=support,
-            weight=weight,
-            temperature=self.temperature,
-        )
+    @property
+    def estimator(self) -> ILS:
+        """The :class:`~pyro_ils.estimators.ILS` estimator of these options."""
+        return ILS._checked(self.step_size, self.projection, self.temperature)
+
+    @estimator.setter
+    def estimator(self, estimator) -> None:
+        if not isinstance(estimator, ILS):
+            raise TypeError(
+                f"{type(self).__name__} takes an ILS estimator, got {estimator!r}; "
+                "use SurrogateCategorical & co. for other estimators"
+            )
+        self.step_size, self.projection = estimator.step_size, estimator.projection
+        self.temperature = estimator.temperature
 
 
 class ILSCategorical(ILSDistributionMixin, SurrogateCategoricalMixin, Categorical):
     r"""A :class:`~pyro.distributions.Categorical` whose draws carry the ILS backward.
 
-    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.index_tensor.ILSIndexTensor`
+    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.SurrogateIndexTensor`
     equal to a ``Categorical`` draw (the same value as ``sample()`` under the
     same RNG state), differentiable through indexing (``locs[z]``,
     ``Vindex``, ``gather``, ``index_select``, ``F.embedding``, ``F.one_hot``,
@@ -144,7 +145,7 @@ class ILSOneHotCategorical(ILSDistributionMixin, SurrogateOneHotMixin, OneHotCat
     """
 
 
-class ILSBernoulli(ILSDistributionMixin, Bernoulli):
+class ILSBernoulli(ILSDistributionMixin, SurrogateBernoulliMixin, Bernoulli):
     r"""A :class:`~pyro.distributions.Bernoulli` whose draws carry the ILS backward.
 
     The two-category case of ILS on the categories ``(0, 1)`` with logits
@@ -159,23 +160,3 @@ class ILSBernoulli(ILSDistributionMixin, Bernoulli):
     :param str projection: as for :class:`ILSCategorical`.
     :param float temperature: as for :class:`ILSCategorical`.
     """
-
-    _keeps_raw_logits = False
-
-    def rsample(self, sample_shape=torch.Size()):
-        logits, provenance = extract_provenance(self.logits)
-        drawn = super().sample(sample_shape)
-        if not self._path_wanted(logits):
-            return drawn
-        value = ils_bernoulli_from_draw(
-            logits,
-            _unwrap(drawn),
-            step_size=self.step_size,
-            projection=self.projection,
-            weight=self._draw_weight(logits.dtype, logits.device),
-            temperature=self.temperature,
-        )
-        return self._tag(value, provenance)
-
-    def _detached_params(self):
-        return Bernoulli(logits=self.logits.detach(), validate_args=False)

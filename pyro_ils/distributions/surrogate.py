@@ -3,7 +3,7 @@ r"""Discrete distributions whose exact draws carry a surrogate backward.
 ILS is one member of a family of estimators that draw ``z`` exactly and give the
 logits a *surrogate* gradient from ``g = dL/dz`` (straight-through and ReinMax
 are others). This module holds what the family shares, so that each estimator
-is one method, :meth:`SurrogateDistributionMixin._surrogate_onehot`:
+is one object, an :class:`~pyro_ils.estimators.Estimator` held as ``estimator``:
 
 * ``has_rsample = True``; ``rsample()`` returns the exact draw (an
   :class:`~pyro_ils.index_tensor.ILSIndexTensor` for ``Categorical``, the float
@@ -24,20 +24,21 @@ from __future__ import annotations
 import itertools
 
 import torch
-from pyro.distributions import Categorical, Independent, OneHotCategorical
+from pyro.distributions import Bernoulli, Categorical, Independent, OneHotCategorical
 from pyro.distributions.score_parts import ScoreParts
 from pyro.distributions.util import sum_rightmost
 from pyro.ops.provenance import extract_provenance, track_provenance
 from torch import Tensor
 
-from .ils import finite
-from .index_tensor import ILSIndexTensor, carries_ils_path, link_gradient
-from .site_weight import current_site_weight, event_dims
+from ..index_tensor import ILSIndexTensor, carries_ils_path, link_gradient
+from ..site_weight import current_site_weight, event_dims
+from ..softmax import finite
 
 __all__ = [
     "SurrogateDistributionMixin",
     "SurrogateCategoricalMixin",
     "SurrogateOneHotMixin",
+    "SurrogateBernoulliMixin",
     "SurrogateIndependent",
     "drawn_by",
 ]
@@ -66,14 +67,15 @@ def drawn_by(value, fn) -> bool:
 class SurrogateDistributionMixin:
     """What the exact-draw, surrogate-backward distributions share.
 
-    A subclass names its options in ``_option_names`` (copied by ``expand``)
-    and implements :meth:`_surrogate_onehot` and ``_detached_params`` (the
-    distribution with detached parameters whose ``log_prob`` the guide term uses).
+    The estimator is ``self.estimator``; a subclass that keeps other attributes names
+    them in ``_option_names`` (copied by ``expand``), and implements
+    ``_detached_params`` (the distribution with detached parameters whose
+    ``log_prob`` the guide term uses).
     """
 
     has_rsample = True
-    #: Attributes holding the estimator's options, copied by ``expand``.
-    _option_names: tuple[str, ...] = ()
+    #: Attributes holding the estimator or its options, copied by ``expand``.
+    _option_names: tuple[str, ...] = ("estimator",)
     #: Whether the backward goes to the user's logits before the base class
     #: normalizes them (Bernoulli logits are not normalized).
     _keeps_raw_logits = True
@@ -157,6 +159,13 @@ class SurrogateDistributionMixin:
         value._draw_token = token
         return track_provenance(value, provenance)
 
+    def with_estimator(self, estimator):
+        """A copy whose draws carry ``estimator``'s backward (same class family: an ILS
+        distribution takes :class:`~pyro_ils.estimators.ILS` only)."""
+        new = self.expand(self.batch_shape)
+        new.estimator = estimator
+        return new
+
     def _surrogate_onehot(self, logits, index, support, weight) -> Tensor:
         """The one-hot of ``index`` whose backward sends the estimator's gradient to ``logits``.
 
@@ -165,7 +174,7 @@ class SurrogateDistributionMixin:
         :param support: boolean mask of the categories that may be drawn, or ``None``.
         :param weight: the weight of each draw in the loss, broadcasting to ``index.shape``.
         """
-        raise NotImplementedError
+        return self.estimator.onehot(logits, index, support, weight)
 
     def score_parts(self, value):
         log_prob = self.log_prob(value)
@@ -258,6 +267,25 @@ class _ValueDifferentiableOneHot(OneHotCategorical):
 
     def log_prob(self, value):
         return onehot_log_prob(super().log_prob(value), value, self.logits)
+
+
+class SurrogateBernoulliMixin(SurrogateDistributionMixin):
+    """``Bernoulli`` draws in {0., 1.}: the two-category case of the estimator, on the
+    categories ``(0, 1)`` with logits ``(0, a)``."""
+
+    _keeps_raw_logits = False
+
+    def rsample(self, sample_shape=torch.Size()):
+        logits, provenance = extract_provenance(self.logits)
+        drawn = super().sample(sample_shape)
+        if not self._path_wanted(logits):
+            return drawn
+        weight = self._draw_weight(logits.dtype, logits.device)
+        value = self.estimator.bernoulli(logits, _unwrap(drawn), weight)
+        return self._tag(value, provenance)
+
+    def _detached_params(self):
+        return Bernoulli(logits=self.logits.detach(), validate_args=False)
 
 
 class SurrogateIndependent(Independent):

@@ -1,0 +1,37 @@
+"""Pyro's discrete distributions whose exact draws carry an estimator's backward.
+
+Each subclasses Pyro's own ``Categorical``, ``OneHotCategorical`` or ``Bernoulli`` and
+behaves as it does (support, shapes, ``log_prob``, ``enumerate_support``, ``sample()``,
+``expand``, ``.to_event``, ``.mask``, ``validate_args``), with ``has_rsample = True``:
+``rsample()`` returns the exact draw whose backward is an estimator's
+(:mod:`pyro_ils.estimators`).
+"""
+
+from .generic import SurrogateBernoulli, SurrogateCategorical, SurrogateOneHotCategorical
+from .ils import ILSBernoulli, ILSCategorical, ILSDistributionMixin, ILSOneHotCategorical
+from .reinmax import ReinMaxCategorical, ReinMaxOneHotCategorical
+from .straight_through import (
+    STCategorical,
+    STGumbelCategorical,
+    STGumbelOneHotCategorical,
+    STOneHotCategorical,
+)
+from .surrogate import SurrogateDistributionMixin, SurrogateIndependent
+
+__all__ = [
+    "ILSBernoulli",
+    "ILSCategorical",
+    "ILSDistributionMixin",
+    "ILSOneHotCategorical",
+    "ReinMaxCategorical",
+    "ReinMaxOneHotCategorical",
+    "STCategorical",
+    "STGumbelCategorical",
+    "STGumbelOneHotCategorical",
+    "STOneHotCategorical",
+    "SurrogateBernoulli",
+    "SurrogateCategorical",
+    "SurrogateDistributionMixin",
+    "SurrogateIndependent",
+    "SurrogateOneHotCategorical",
+]

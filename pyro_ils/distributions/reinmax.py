@@ -1,0 +1,57 @@
+"""ReinMax as distributions: Pyro's ``Categorical`` and ``OneHotCategorical``
+with the :class:`~pyro_ils.estimators.ReinMax` estimator fixed.
+
+The estimators' math and references are in :mod:`pyro_ils.estimators.reinmax`.
+"""
+
+from __future__ import annotations
+
+from ..estimators.reinmax import ReinMax
+from .generic import SurrogateCategorical, SurrogateOneHotCategorical, TemperatureOption
+
+__all__ = ["ReinMaxOneHotCategorical", "ReinMaxCategorical"]
+
+
+class ReinMaxOneHotCategorical(TemperatureOption, SurrogateOneHotCategorical):
+    r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
+    ReinMax backward (:class:`ReinMax`; Liu et al. 2023, Algorithm 2).
+
+    ``rsample()`` returns the exact float one-hot draw ``D`` (the value
+    ``sample()`` returns under the same RNG state); for ``g = dL/dD`` the logits
+    receive :math:`2 J(\pi_1)^\top g - \tfrac12 J(\pi_0)^\top g` with
+    ``pi_0 = softmax(logits)``, ``pi_1 = (D + softmax(logits / tau)) / 2`` and
+    :math:`J(p)^\top g = p \odot (g - \langle p, g\rangle)`. ``log_prob`` is the
+    discrete mass, so a KL to a ``OneHotCategorical`` prior is taken analytically
+    by :class:`~pyro.infer.TraceMeanField_ELBO`.
+
+    Example::
+
+        pyro.sample("z", ReinMaxOneHotCategorical(logits=logits, temperature=1.3))
+
+    :param probs: event probabilities, as for the base class.
+    :param logits: event log-odds, as for the base class.
+    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
+    :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
+    """
+
+    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
+        super().__init__(probs, logits, validate_args, estimator=ReinMax(temperature))
+
+
+class ReinMaxCategorical(TemperatureOption, SurrogateCategorical):
+    r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
+    ReinMax backward (:class:`ReinMax`; Liu et al. 2023, Algorithm 2).
+
+    ``rsample()`` returns an ``int64`` :class:`~pyro_ils.SurrogateIndexTensor`
+    equal to a ``Categorical`` draw, differentiable through indexing
+    (``locs[z]``, ``Vindex``, ``gather``, ``F.embedding``, ``F.one_hot``,
+    ``Categorical.log_prob``) as the one-hot of :class:`ReinMaxOneHotCategorical`.
+
+    :param probs: event probabilities, as for the base class.
+    :param logits: event log-odds, as for the base class.
+    :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
+    :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
+    """
+
+    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
+        super().__init__(probs, logits, validate_args, estimator=ReinMax(temperature))
