@@ -5,7 +5,12 @@ guide and pass :class:`TraceILS_ELBO` to ``SVI``: discrete draws are exact and
 their parameters receive the ILS gradient instead of a score-function term.
 """
 
-from .debug import GradientDropReport, ILSGradientDropWarning, report_dropped_gradients
+from .debug import (
+    GradientDropReport,
+    GradientDropWarning,
+    ILSGradientDropWarning,
+    report_dropped_gradients,
+)
 from .distributed import (
     DistributedELBOModule,
     load_checkpoint,
@@ -18,7 +23,12 @@ from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
 from .ils import ils_onehot
 from .ils_cv import TraceILSCV_ELBO
 from .ils_diff import TraceILSDiff_ELBO
-from .index_tensor import ILSIndexTensor, ILSOneHotTensor
+from .ops.index_tensor import (
+    ILSIndexTensor,
+    ILSOneHotTensor,
+    SurrogateIndexTensor,
+    SurrogateOneHotTensor,
+)
 from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
 from .projections import PROJECTIONS, TARGETS, project_simplex
 from .reparam import ILSReparam
@@ -33,6 +43,7 @@ __all__ = [
     "DEFAULT_STEP_SIZE",
     "DistributedELBOModule",
     "GradientDropReport",
+    "GradientDropWarning",
     "ILSBernoulli",
     "ILSCategorical",
     "ILSGradientDropWarning",
@@ -44,6 +55,8 @@ __all__ = [
     "PROJECTIONS",
     "SiteChoice",
     "SiteChoiceWarning",
+    "SurrogateIndexTensor",
+    "SurrogateOneHotTensor",
     "TARGETS",
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",

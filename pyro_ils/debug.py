@@ -26,13 +26,22 @@ import contextlib
 import warnings
 from contextvars import ContextVar
 
-__all__ = ["GradientDropReport", "ILSGradientDropWarning", "report_dropped_gradients"]
+__all__ = [
+    "GradientDropReport",
+    "GradientDropWarning",
+    "ILSGradientDropWarning",
+    "report_dropped_gradients",
+]
 
 _ACTIVE: ContextVar[GradientDropReport | None] = ContextVar("pyro_ils_drop_report", default=None)
 
 
-class ILSGradientDropWarning(UserWarning):
+class GradientDropWarning(UserWarning):
     """Issued by :func:`report_dropped_gradients` with ``warn=True``."""
+
+
+# The name before non-ILS estimators (straight-through, ReinMax) reported drops too.
+ILSGradientDropWarning = GradientDropWarning
 
 
 class GradientDropReport:
@@ -52,7 +61,7 @@ class GradientDropReport:
             where = f"site {site!r}" if site else "an ILS draw"
             warnings.warn(
                 f"{operation} on {where} carries no ILS gradient (only indexing does)",
-                ILSGradientDropWarning,
+                GradientDropWarning,
                 stacklevel=4,
             )
         self.counts[key] += 1
@@ -79,7 +88,7 @@ class GradientDropReport:
 def report_dropped_gradients(warn: bool = False):
     """Record, inside the block, every operation that dropped an ILS gradient.
 
-    :param bool warn: also issue an :class:`ILSGradientDropWarning` the first
+    :param bool warn: also issue a :class:`GradientDropWarning` the first
         time each (site, operation) pair is seen.
     :returns: a :class:`GradientDropReport`, filled as the block runs.
     """
