@@ -38,26 +38,22 @@ from .site_weight import anneal
 
 __version__ = "0.1.0"
 
+# Importable as before, not listed: former names (``ILSIndexTensor``, ``ILSOneHotTensor``,
+# ``ILSGradientDropWarning``), internals (``SurrogateOneHotTensor``), and the options'
+# constants (``DEFAULT_PROJECTION``, ``DEFAULT_STEP_SIZE``, ``PROJECTIONS``, ``TARGETS``).
+
 __all__ = [
-    "DEFAULT_PROJECTION",
-    "DEFAULT_STEP_SIZE",
     "DistributedELBOModule",
     "GradientDropReport",
     "GradientDropWarning",
     "ILSBernoulli",
     "ILSCategorical",
-    "ILSGradientDropWarning",
-    "ILSIndexTensor",
     "ILSMessenger",
     "ILSOneHotCategorical",
-    "ILSOneHotTensor",
     "ILSReparam",
-    "PROJECTIONS",
     "SiteChoice",
     "SiteChoiceWarning",
     "SurrogateIndexTensor",
-    "SurrogateOneHotTensor",
-    "TARGETS",
     "TraceEnumILS_ELBO",
     "TraceGraphILS_ELBO",
     "TraceILSCV_ELBO",

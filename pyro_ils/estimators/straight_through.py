@@ -90,7 +90,7 @@ class STGumbel(LinearEstimator):
     .. math:: \hat\nabla_{\mathrm{logits}} = \tfrac{1}{\tau}\, y \odot (g - \langle y, g \rangle),
 
     with Gumbel noise ``G`` drawn given ``argmax(logits + G) = k``, the exact draw
-    (:func:`gumbel_given_argmax`).
+    (:func:`~pyro_ils.estimators.straight_through.gumbel_given_argmax`).
 
     :param float temperature: the relaxation's temperature ``tau > 0``.
 
@@ -114,7 +114,7 @@ class STGumbel(LinearEstimator):
         return self.onehot_given_noise(logits, index, perturbed, support, weight)
 
     def onehot_given_noise(self, logits, index, perturbed, support=None, weight=None) -> Tensor:
-        """:meth:`onehot` with the perturbed logits ``logits + G`` given."""
+        """:meth:`~pyro_ils.estimators.Estimator.onehot` with the perturbed logits ``logits + G`` given."""
         shape = index.shape + logits.shape[-1:]
         perturbed = perturbed.detach().to(logits.dtype).expand(shape)
         return exact_onehot(logits, index, self, perturbed, support=support, weight=weight)

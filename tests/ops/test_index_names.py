@@ -16,8 +16,11 @@ def test_former_names_are_the_new_classes():
     assert debug.ILSGradientDropWarning is debug.GradientDropWarning
     assert ops_index_tensor.SurrogateIndexTensor is pyro_ils.SurrogateIndexTensor
     assert ops_index_tensor.SurrogateOneHotTensor is pyro_ils.SurrogateOneHotTensor
-    for name in ("SurrogateIndexTensor", "SurrogateOneHotTensor", "GradientDropWarning"):
+    for name in ("SurrogateIndexTensor", "GradientDropWarning"):
         assert name in pyro_ils.__all__
+    # former names and internals stay importable without being listed
+    for name in ("ILSIndexTensor", "ILSOneHotTensor", "SurrogateOneHotTensor", "TARGETS"):
+        assert name not in pyro_ils.__all__ and hasattr(pyro_ils, name)
 
 
 def test_the_old_import_path_reaches_the_same_objects():
