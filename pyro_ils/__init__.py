@@ -8,8 +8,10 @@ their parameters receive the ILS gradient instead of a score-function term.
 from .debug import (
     GradientDropReport,
     GradientDropWarning,
-    ILSGradientDropWarning,
     report_dropped_gradients,
+)
+from .debug import (
+    ILSGradientDropWarning as ILSGradientDropWarning,
 )
 from .distributed import (
     DistributedELBOModule,
@@ -24,13 +26,22 @@ from .ils import ils_onehot
 from .ils_cv import TraceILSCV_ELBO
 from .ils_diff import TraceILSDiff_ELBO
 from .ops.index_tensor import (
-    ILSIndexTensor,
-    ILSOneHotTensor,
-    SurrogateIndexTensor,
-    SurrogateOneHotTensor,
+    ILSIndexTensor as ILSIndexTensor,
 )
-from .options import DEFAULT_PROJECTION, DEFAULT_STEP_SIZE
-from .projections import PROJECTIONS, TARGETS, project_simplex
+from .ops.index_tensor import (
+    ILSOneHotTensor as ILSOneHotTensor,
+)
+from .ops.index_tensor import (
+    SurrogateIndexTensor,
+)
+from .ops.index_tensor import (
+    SurrogateOneHotTensor as SurrogateOneHotTensor,
+)
+from .options import DEFAULT_PROJECTION as DEFAULT_PROJECTION
+from .options import DEFAULT_STEP_SIZE as DEFAULT_STEP_SIZE
+from .projections import PROJECTIONS as PROJECTIONS
+from .projections import TARGETS as TARGETS
+from .projections import project_simplex
 from .reparam import ILSReparam
 from .routing import ILSMessenger, to_ils
 from .site_choice import SiteChoice, SiteChoiceWarning

@@ -63,7 +63,7 @@ from pyro_ils import (
     TraceILS_ELBO,
 )
 from pyro_ils.distributions import ILSDistributionMixin
-from pyro_ils.estimators import ILS, ReinMax, StraightThrough, STGumbel
+from pyro_ils.estimators import ILS, ReinMax, STGumbel, StraightThrough
 from pyro_ils.index_tensor import carries_ils_path
 from pyro_ils.routing import surrogate_base
 

@@ -22,6 +22,7 @@ from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from scipy.stats import chisquare, ks_2samp, norm
 
 from pyro_ils import ILSIndexTensor
+from pyro_ils.distributions.surrogate import SurrogateIndependent
 from pyro_ils.estimators import (
     STCategorical,
     STGumbelCategorical,
@@ -33,7 +34,6 @@ from pyro_ils.estimators.straight_through import (
     st_gumbel_onehot,
     straight_through_onehot,
 )
-from pyro_ils.distributions.surrogate import SurrogateIndependent
 
 DTYPES = [torch.float32, torch.float64]
 P_MIN = 1e-4  # false-alarm rate of each statistical test

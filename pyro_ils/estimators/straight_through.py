@@ -114,7 +114,8 @@ class STGumbel(LinearEstimator):
         return self.onehot_given_noise(logits, index, perturbed, support, weight)
 
     def onehot_given_noise(self, logits, index, perturbed, support=None, weight=None) -> Tensor:
-        """:meth:`~pyro_ils.estimators.Estimator.onehot` with the perturbed logits ``logits + G`` given."""
+        """:meth:`~pyro_ils.estimators.Estimator.onehot` with the perturbed logits
+        ``logits + G`` given."""
         shape = index.shape + logits.shape[-1:]
         perturbed = perturbed.detach().to(logits.dtype).expand(shape)
         return exact_onehot(logits, index, self, perturbed, support=support, weight=weight)
