@@ -18,20 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .ops.draw_signal import per_draw_signal
 from .options import check_ils_temperature, check_options
 from .projections import intermediate_target
-from .softmax import softmax
+from .softmax import finite, softmax
 
 __all__ = ["ils_onehot", "ils_onehot_from_index", "ils_bernoulli_from_draw", "finite"]
 
 #: The reference code's guard against division by zero in ``-pi_D / (pi + eps)``.
 _REFERENCE_EPS = 1e-7
-
-
-def finite(x: Tensor) -> Tensor:
-    """Replace NaN by 0 and +-inf by +-sqrt(max float), so that a step stays finite."""
-    big = torch.finfo(x.dtype).max ** 0.5
-    return torch.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
 
 
 class _ILSOneHot(torch.autograd.Function):
@@ -50,12 +45,9 @@ class _ILSOneHot(torch.autograd.Function):
     def backward(ctx, grad_output):
         logits, z, support, weight = ctx.saved_tensors
         pi = softmax(logits)
-        weight = weight.unsqueeze(-1)
         # Per-draw gradient g / w. Draws with w = 0 (masked out) divide by 1
         # instead and are zeroed by the final multiplication by w.
-        g = finite(grad_output) / torch.where(weight != 0, weight, torch.ones_like(weight))
-        if support is not None:
-            g = g.masked_fill(~support, 0.0)
+        g = per_draw_signal(grad_output, weight, support)
         target = intermediate_target(
             z, g, ctx.step_size, ctx.projection, support, logits, ctx.temperature
         )
@@ -63,7 +55,7 @@ class _ILSOneHot(torch.autograd.Function):
             grad_logits = -target / (pi + _REFERENCE_EPS)
         else:
             grad_logits = pi - target
-        grad_logits = weight * grad_logits
+        grad_logits = weight.unsqueeze(-1) * grad_logits
         if support is not None:
             grad_logits = grad_logits.masked_fill(~support, 0.0)
         return grad_logits, None, None, None, None, None, None

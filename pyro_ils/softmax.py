@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["softmax", "softmax_vjp"]
+__all__ = ["softmax", "softmax_vjp", "finite"]
 
 #: Below this many categories, a CPU softmax is written out.
 _WRITTEN_OUT_BELOW = 32
@@ -34,3 +34,9 @@ def softmax_vjp(p: Tensor, g: Tensor) -> Tensor:
     r"""The vector-Jacobian product of softmax at the point ``p``:
     :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)`, over the last dim."""
     return p * (g - (p * g).sum(-1, keepdim=True))
+
+
+def finite(x: Tensor) -> Tensor:
+    """Replace NaN by 0 and +-inf by +-sqrt(max float), so that a step stays finite."""
+    big = torch.finfo(x.dtype).max ** 0.5
+    return torch.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)

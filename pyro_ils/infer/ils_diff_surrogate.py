@@ -1,10 +1,11 @@
 r"""The surrogate of :class:`~pyro_ils.TraceILSDiff_ELBO`: from each routed site's exact
 differences ``d`` to its ILS target, and the surrogate loss whose gradient carries it.
 
-The target of a draw of weight ``w`` is :math:`\pi_D = h(z - c\, d / w)`. The
-surrogate term :math:`\frac{w}{c} \langle \pi_D, \log \pi \rangle`, with the target
-held fixed, gives the logits :math:`\frac{w}{c} (\pi - \pi_D)` (see
-:mod:`pyro_ils.ils_diff` for the math).
+The target of a draw of weight ``w`` is built as the ILS backward builds it, from the
+signal per unit weight ``g = d / w`` (:mod:`pyro_ils.ops.draw_signal`):
+:math:`\pi_D = h(z - c\, d / w)`. The surrogate term :math:`\frac{w}{c} \langle \pi_D,
+\log \pi \rangle`, with the target held fixed, gives the logits :math:`\frac{w}{c} (\pi
+- \pi_D)` (see :mod:`pyro_ils.ils_diff` for the math).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyro.infer.util import torch_item
 from torch import Tensor
 
 from ..elbo import LogRatio, guide_site_surrogate, ils_site_kls
-from ..ils import finite
+from ..ops.draw_signal import per_draw_signal
 from ..projections import intermediate_target
 from .ils_diff_plan import _KEY, _SiteView
 
@@ -47,24 +48,18 @@ def site_target(site, d: Tensor, view: _SiteView, kl) -> dict:
     logp = view.logp
     with torch.no_grad():
         support = logp > -torch.inf
-        g = finite(d) / torch.where(weight != 0, weight, torch.ones_like(weight)).unsqueeze(-1)
-        g = g.masked_fill(~support, 0.0)
-        z = F.one_hot(view.index, view.num).to(d.dtype)
-        all_supported = bool(support.all())
+        # ``None`` where every category is in the support, as the ILS draws pass it.
+        kept = None if bool(support.all()) else support
+        g = per_draw_signal(d, weight, kept)
         if options["step_size"] == 0:
             # The small-step limit of (pi - pi_D) / c: pi * (g - <pi, g>), entered as
             # a zero-sum "target" t whose surrogate t . log pi has the gradient t.
             pi = logp.detach().exp().masked_fill(~support, 0.0)
             target = -pi * (g - (pi * g).sum(-1, keepdim=True))
         else:
-            target = intermediate_target(
-                z,
-                g,
-                options["step_size"],
-                options["projection"],
-                None if all_supported else support,
-                logp.detach(),
-            )
+            z = F.one_hot(view.index, view.num).to(d.dtype)
+            step_size, projection = options["step_size"], options["projection"]
+            target = intermediate_target(z, g, step_size, projection, kept, logp.detach())
     # The gradient of KL(pi_D || pi) / c: c sets how far the target moves, not the
     # size of the gradient (see pyro_ils.ils_diff); the limit is not divided.
     scaled = weight / (options["step_size"] or 1.0)
