@@ -20,12 +20,12 @@ References:
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from ..ops.draw_signal import per_draw_signal
 from ..options import check_ils_temperature, check_options
 from ..projections import intermediate_target
-from ..softmax import finite, softmax
+from ..softmax import softmax
 from .base import Estimator, check_positive
 
 __all__ = ["ILS", "DefaultILS"]
@@ -87,12 +87,7 @@ class ILS(Estimator):
 
     def backward(self, logits, onehot, g, support, weight, *aux) -> Tensor:
         pi = softmax(logits)
-        weight = weight.unsqueeze(-1)
-        # Per-draw gradient g / w. Draws with w = 0 (masked out) divide by 1
-        # instead and are zeroed by the final multiplication by w.
-        g = finite(g) / torch.where(weight != 0, weight, torch.ones_like(weight))
-        if support is not None:
-            g = g.masked_fill(~support, 0.0)
+        g = per_draw_signal(g, weight, support)
         target = intermediate_target(
             onehot, g, self.step_size, self.projection, support, logits, self.temperature
         )
@@ -100,7 +95,7 @@ class ILS(Estimator):
             grad = -target / (pi + _REFERENCE_EPS)
         else:
             grad = pi - target
-        return weight * grad
+        return weight.unsqueeze(-1) * grad
 
 
 class DefaultILS(Estimator):
