@@ -89,7 +89,7 @@ import pyro_ils
 #
 # The API page documents each object under its public name (``pyro_ils.X``),
 # while docstrings also refer to it under its defining module
-# (``pyro_ils.routing.to_ils``) or, inside that module, by its bare name.
+# (``pyro_ils.poutine.routing.to_ils``) or, inside that module, by its bare name.
 # Sphinx records the defining name of a class (``:canonical:``) but not of a
 # function, so resolve the other spellings here: a reference resolves when it
 # names, under any of these spellings, an object that the site documents.

@@ -5,53 +5,46 @@ guide and pass :class:`TraceILS_ELBO` to ``SVI``: discrete draws are exact and
 their parameters receive the ILS gradient instead of a score-function term.
 """
 
-from .debug import (
+from pyro_ils.debug import (
     GradientDropReport,
     GradientDropWarning,
     report_dropped_gradients,
 )
-from .debug import (
-    ILSGradientDropWarning as ILSGradientDropWarning,
-)
-from .distributed import (
+
+# Importable as before, not listed in __all__: the former names of the draw tensor and
+# the drop warning, an internal tensor class, and the options' constants.
+from pyro_ils.debug import ILSGradientDropWarning as ILSGradientDropWarning  # noqa: I001
+from pyro_ils.distributed import (
     DistributedELBOModule,
     load_checkpoint,
     save_checkpoint,
     seed_rank,
     sync_elbo_state,
 )
-from .distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
-from .elbo import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
-from .ils import ils_onehot
-from .ils_cv import TraceILSCV_ELBO
-from .ils_diff import TraceILSDiff_ELBO
-from .ops.index_tensor import (
-    ILSIndexTensor as ILSIndexTensor,
+from pyro_ils.distributions import ILSBernoulli, ILSCategorical, ILSOneHotCategorical
+from pyro_ils.infer import (
+    ILSReparam,
+    TraceEnumILS_ELBO,
+    TraceGraphILS_ELBO,
+    TraceILS_ELBO,
+    TraceILSCV_ELBO,
+    TraceILSDiff_ELBO,
 )
-from .ops.index_tensor import (
-    ILSOneHotTensor as ILSOneHotTensor,
-)
-from .ops.index_tensor import (
-    SurrogateIndexTensor,
-)
-from .ops.index_tensor import (
-    SurrogateOneHotTensor as SurrogateOneHotTensor,
-)
-from .options import DEFAULT_PROJECTION as DEFAULT_PROJECTION
-from .options import DEFAULT_STEP_SIZE as DEFAULT_STEP_SIZE
-from .projections import PROJECTIONS as PROJECTIONS
-from .projections import TARGETS as TARGETS
-from .projections import project_simplex
-from .reparam import ILSReparam
-from .routing import ILSMessenger, to_ils
-from .site_choice import SiteChoice, SiteChoiceWarning
-from .site_weight import anneal
+from pyro_ils.infer.site_choice import SiteChoice, SiteChoiceWarning
+from pyro_ils.ops.ils_onehot import ils_onehot
+from pyro_ils.ops.index_tensor import ILSIndexTensor as ILSIndexTensor
+from pyro_ils.ops.index_tensor import ILSOneHotTensor as ILSOneHotTensor
+from pyro_ils.ops.index_tensor import SurrogateIndexTensor
+from pyro_ils.ops.index_tensor import SurrogateOneHotTensor as SurrogateOneHotTensor
+from pyro_ils.ops.projections import PROJECTIONS as PROJECTIONS
+from pyro_ils.ops.projections import TARGETS as TARGETS
+from pyro_ils.ops.projections import project_simplex
+from pyro_ils.options import DEFAULT_PROJECTION as DEFAULT_PROJECTION
+from pyro_ils.options import DEFAULT_STEP_SIZE as DEFAULT_STEP_SIZE
+from pyro_ils.poutine import ILSMessenger, anneal
+from pyro_ils.poutine.routing import to_ils
 
 __version__ = "0.1.0"
-
-# Importable as before, not listed: former names (``ILSIndexTensor``, ``ILSOneHotTensor``,
-# ``ILSGradientDropWarning``), internals (``SurrogateOneHotTensor``), and the options'
-# constants (``DEFAULT_PROJECTION``, ``DEFAULT_STEP_SIZE``, ``PROJECTIONS``, ``TARGETS``).
 
 __all__ = [
     "DistributedELBOModule",

@@ -1,6 +1,6 @@
 """Find the operations that dropped the ILS gradient of an integer draw.
 
-An :class:`~pyro_ils.index_tensor.ILSIndexTensor` is differentiable only
+An :class:`~pyro_ils.ops.index_tensor.ILSIndexTensor` is differentiable only
 through indexing (``x[z]``, :class:`~pyro.ops.indexing.Vindex`,
 ``torch.gather``, ``index_select``, ``F.embedding``, ``F.one_hot``) of a
 floating-point table, and through shape operations that keep its one-hot

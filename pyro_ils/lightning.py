@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from .distributed import DistributedELBOModule, elbo_state, load_elbo_state, seed_rank
+from pyro_ils.distributed import DistributedELBOModule, elbo_state, load_elbo_state, seed_rank
 
 __all__ = ["ELBOLightningModule"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .projections import LIMIT_TARGETS, SECOND_ORDER_TARGETS, TARGETS
+from pyro_ils.ops.projections import LIMIT_TARGETS, SECOND_ORDER_TARGETS, TARGETS
 
 __all__ = [
     "DEFAULT_STEP_SIZE",
@@ -68,7 +68,7 @@ def check_options(step_size, projection) -> tuple[float, str]:
     """Validate both ILS options at once; ``None`` gives the default (the default
     target, and :func:`default_step_size` of the target). ``step_size=0`` is the
     small-step limit, defined for the targets in
-    :data:`~pyro_ils.projections.LIMIT_TARGETS` only."""
+    :data:`~pyro_ils.ops.projections.LIMIT_TARGETS` only."""
     projection = check_projection(DEFAULT_PROJECTION if projection is None else projection)
     if step_size is None:
         return default_step_size(projection), projection

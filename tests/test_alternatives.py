@@ -1,5 +1,5 @@
 """The run over the alternatives in chunks (``TraceILSDiff_ELBO(chunk_size=...)``,
-:mod:`pyro_ils.alternatives`).
+:mod:`pyro_ils.infer.alternatives`).
 
 Oracles: the same ELBO run over all rows at once (``chunk_size=None``), and
 ``TraceEnum_ELBO`` (exact enumeration) on a mixture, where the default's
@@ -19,7 +19,7 @@ from test_ils_diff_rao_blackwell import K, _randn, mixture_guide, mixture_model
 from torch import nn
 
 from pyro_ils import TraceILSDiff_ELBO
-from pyro_ils.alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size
+from pyro_ils.infer.alternatives import DEFAULT_CHUNK_SIZE, check_chunk_size
 
 DTYPE = torch.float64
 

@@ -64,8 +64,8 @@ from pyro_ils import (
 )
 from pyro_ils.distributions import ILSDistributionMixin
 from pyro_ils.estimators import ILS, ReinMax, STGumbel, StraightThrough
-from pyro_ils.index_tensor import carries_ils_path
-from pyro_ils.routing import surrogate_base
+from pyro_ils.ops.index_tensor import carries_ils_path
+from pyro_ils.poutine.routing import surrogate_base
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites configured"),

@@ -1,5 +1,5 @@
 """Later guide sites drawn again under each alternative, coupled to their draws
-(:mod:`pyro_ils.coupling`), and the exact differences of a structured guide.
+(:mod:`pyro_ils.infer.coupling`), and the exact differences of a structured guide.
 
 Oracles: the closed form of the coupling (``Normal``); the new distribution's masses,
 against the frequencies of many coupled draws (discrete; a two-sided z-test per
@@ -19,7 +19,7 @@ from scipy.stats import norm
 from torch.distributions import kl_divergence
 
 from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
-from pyro_ils.coupling import coupled
+from pyro_ils.infer.coupling import coupled
 
 ALPHA = 1e-3
 

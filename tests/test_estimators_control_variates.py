@@ -26,10 +26,10 @@ from pyro.infer import SVI, Trace_ELBO
 from scipy.stats import norm
 from torch import nn
 
-import pyro_ils.estimators.muprop as muprop_module
-import pyro_ils.estimators.rebar as rebar_module
+import pyro_ils.infer.trace_muprop_elbo as muprop_module
+import pyro_ils.infer.trace_rebar_elbo as rebar_module
 from pyro_ils.estimators import TraceMuProp_ELBO, TraceREBAR_ELBO, TraceRELAX_ELBO
-from pyro_ils.estimators._multi_eval import relaxed_log_prob, score_mask
+from pyro_ils.infer.multi_eval import relaxed_log_prob, score_mask
 
 ALPHA = 1e-3
 DTYPE = torch.float64

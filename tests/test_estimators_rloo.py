@@ -21,7 +21,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from test_estimators_control_variates import bias_outliers
 
-import pyro_ils.estimators.rloo as rloo_module
+import pyro_ils.infer.trace_rloo_elbo as rloo_module
 from pyro_ils.estimators import TraceRLOO_ELBO
 
 DTYPE = torch.float64

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pyro.infer import SVI
 
 from pyro_ils import ILSBernoulli, ILSCategorical, ILSOneHotCategorical, TraceILS_ELBO
-from pyro_ils.ils import ils_onehot_from_index
+from pyro_ils.ops.ils_onehot import ils_onehot_from_index
 
 K, B = 5, 7
 
@@ -264,7 +264,7 @@ def test_bad_temperatures_are_refused(kwargs, match):
 def test_a_site_dict_sets_the_temperature():
     from pyro import poutine
 
-    from pyro_ils.routing import ILSMessenger
+    from pyro_ils.poutine.routing import ILSMessenger
 
     def guide():
         pyro.sample("z", dist.Categorical(logits=torch.zeros(4)), infer={"ils": {"temperature": 2}})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_ils import ILSOneHotCategorical, ils_onehot
-from pyro_ils.projections import MEAN_START_TARGETS
+from pyro_ils.ops.projections import MEAN_START_TARGETS
 
 DTYPES = [torch.float32, torch.float64]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_ils import project_simplex
-from pyro_ils.projections import _TOP_M, intermediate_target
+from pyro_ils.ops.projections import _TOP_M, intermediate_target
 
 
 def _numpy_projection(v):

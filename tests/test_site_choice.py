@@ -1,4 +1,4 @@
-"""The default's per-site choice (``pyro_ils.site_choice``): exact differences where a
+"""The default's per-site choice (``pyro_ils.infer.site_choice``): exact differences where a
 site has few alternatives and the model broadcasts over them, the midpoint limit
 elsewhere; visible, overridable, and falling back with a warning."""
 
@@ -11,7 +11,11 @@ from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 
 from pyro_ils import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO, TraceILSDiff_ELBO
 from pyro_ils.estimators import ReinMaxOneHotCategorical
-from pyro_ils.site_choice import DEFAULT_MAX_ALTERNATIVES, DEFAULT_TEMPERATURE, SiteChoiceWarning
+from pyro_ils.infer.site_choice import (
+    DEFAULT_MAX_ALTERNATIVES,
+    DEFAULT_TEMPERATURE,
+    SiteChoiceWarning,
+)
 
 DATA = torch.tensor([-4.1, -3.7, 0.2, 0.4, 3.9, 4.4, -0.3, 4.0])
 

@@ -1,4 +1,4 @@
-"""The default's first-step probe (``pyro_ils.site_probe``) runs a model and a guide as
+"""The default's first-step probe (``pyro_ils.infer.site_probe``) runs a model and a guide as
 the ELBO that owns it would: under enumeration for ``TraceEnumILS_ELBO``, so that code
 that checks its enumerated shapes sees them; ``TraceEnum_ELBO``'s warning where nothing
 is enumerated, after the traces; Pyro's ``max_plate_nesting=inf`` as "not given"; and a
@@ -14,7 +14,7 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from pyro_ils import TraceEnumILS_ELBO, TraceGraphILS_ELBO, TraceILS_ELBO
-from pyro_ils.site_choice import DIFFERENCES, MIDPOINT, SiteChoiceWarning
+from pyro_ils.infer.site_choice import DIFFERENCES, MIDPOINT, SiteChoiceWarning
 
 pytestmark = pytest.mark.usefixtures("clean_param_store")
 NO_ENUMERATION = "TraceEnum_ELBO found no sample sites configured for enumeration"

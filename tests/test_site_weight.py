@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_ils import ILSCategorical, project_simplex
-from pyro_ils.site_weight import particle_weight
+from pyro_ils.poutine.site_weight import particle_weight
 
 K, N, B = 4, 10, 5
 C = 0.02

@@ -1,9 +1,9 @@
-"""pyro_ils.softmax against torch.softmax (the oracle): values and gradients."""
+"""pyro_ils.ops.softmax against torch.softmax (the oracle): values and gradients."""
 
 import pytest
 import torch
 
-from pyro_ils.softmax import softmax
+from pyro_ils.ops.softmax import softmax
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -13,7 +13,7 @@ from pyro.infer import SVI, Trace_ELBO
 from benchmarks.zoo import air
 from benchmarks.zoo.estimators import ESTIMATORS
 from benchmarks.zoo.training import train
-from pyro_ils.site_choice import MIDPOINT, SiteChoiceWarning
+from pyro_ils.infer.site_choice import MIDPOINT, SiteChoiceWarning
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -159,7 +159,7 @@ def _grads(task, name):
     return loss, value, grads, caught
 
 
-@pytest.mark.filterwarnings("ignore::pyro_ils.site_choice.SiteChoiceWarning")
+@pytest.mark.filterwarnings("ignore::pyro_ils.infer.site_choice.SiteChoiceWarning")
 @pytest.mark.parametrize("name", air.AIR.estimators)
 def test_one_step_of_each_estimator_is_finite(task, name):
     loss, value, grads, caught = _grads(task, name)

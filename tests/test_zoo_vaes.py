@@ -175,7 +175,7 @@ def test_the_step_grid_starts_at_the_default_itself(tmp_path):
     its ``c = 0`` trains exactly as the default does (same seed, same final ELBO), and
     a step ``c > 0`` trains differently."""
     from benchmarks.zoo.training import train
-    from pyro_ils.site_choice import DEFAULT_TEMPERATURE
+    from pyro_ils.infer.site_choice import DEFAULT_TEMPERATURE
 
     out = tmp_path / "c.json"
     argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]

@@ -300,7 +300,7 @@ for _proj, _tasks in (
     ("euclidean", None),
     ("normalize", None),
     ("reference", ("toy", "poly")),
-    # Variants stepped from pi with the entropic map (pyro_ils.projections.MEAN_START_TARGETS).
+    # Variants stepped from pi with the entropic map (pyro_ils.ops.projections.MEAN_START_TARGETS).
     ("mirror", None),
     ("mirror_rms", None),
 ):
@@ -335,7 +335,7 @@ register(
 
 
 #: Alternatives that TraceILSDiff_ELBO evaluates per step on each task: K per
-#: site, times the latents that one likelihood couples (see pyro_ils.ils_diff).
+#: site, times the latents that one likelihood couples (see pyro_ils.infer.trace_ils_diff_elbo).
 DIFF_ALTERNATIVES = {
     "toy": lambda task: task.K,
     "poly": lambda task: 2,

@@ -100,7 +100,7 @@ ESTIMATORS = {
             "(then it is TraceILSDiff_ELBO(): the local expectation gradient, Titsias "
             "and Lázaro-Gredilla 2015), the midpoint limit otherwise (ReinMax's "
             "estimator, Liu et al. 2023, at the default temperature), each with the "
-            "analytic KL where the prior has one (pyro_ils.site_choice)",
+            "analytic KL where the prior has one (pyro_ils.infer.site_choice)",
             lambda task: TraceILS_ELBO(),
         ),
         Estimator(

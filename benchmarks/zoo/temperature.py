@@ -8,7 +8,7 @@ steps of the scaled midpoint target there).
     python -m benchmarks.zoo.temperature --param step_size   # steps c at DEFAULT_TEMPERATURE
 
 ``TraceILS_ELBO()`` gives a site with more than ``max_alternatives`` alternatives the
-midpoint limit, whose temperature ``tau`` (:mod:`pyro_ils.site_choice`) is one number
+midpoint limit, whose temperature ``tau`` (:mod:`pyro_ils.infer.site_choice`) is one number
 for every model. This script trains the default on each VAE of the zoo (the models
 whose sites are that large) with the site's temperature set through
 ``infer={"ils": {"temperature": tau}}``, at the model's own learning rate, on the
@@ -36,7 +36,7 @@ import json
 import torch
 from tqdm import tqdm
 
-from pyro_ils.site_choice import DEFAULT_TEMPERATURE
+from pyro_ils.infer.site_choice import DEFAULT_TEMPERATURE
 
 from . import record
 from .estimators import ESTIMATORS
@@ -199,7 +199,7 @@ def grid_section(result) -> str:
         head = (
             "## The default's temperature\n\n"
             "Sites past `max_alternatives` get the midpoint limit at one temperature for "
-            "every model (`pyro_ils.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
+            "every model (`pyro_ils.infer.site_choice.DEFAULT_TEMPERATURE`). It was chosen by "
         )
         verdict = f"the choice is **tau = {result['choice']:g}**.{edge}"
     else:

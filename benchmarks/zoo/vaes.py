@@ -26,7 +26,7 @@ runs take 2 steps and use every tenth test digit for ``elbo`` (one draw each) an
 ``Bernoulli(logits).to_event(1)``, not enumerable (``8 ** 4`` to ``2 ** 200`` joint
 values per image), so there is no ``enum`` column; ``TraceILS_ELBO()`` gives these
 sites the midpoint limit at temperature 2 with the analytic KL (more than 20
-alternatives, see ``pyro_ils.site_choice``), and ``ils_midpoint`` the same limit at
+alternatives, see ``pyro_ils.infer.site_choice``), and ``ils_midpoint`` the same limit at
 temperature 1 with the guide's ``log q`` as a sticking-the-landing term. The peers' classes in
 :mod:`.estimators` are the index-valued ``ReinMaxCategorical`` and
 ``STGumbelCategorical``, which do not draw one-hot values; :meth:`_VAE.site` swaps in

@@ -7,16 +7,25 @@ behaves as it does (support, shapes, ``log_prob``, ``enumerate_support``, ``samp
 (:mod:`pyro_ils.estimators`).
 """
 
-from .generic import SurrogateBernoulli, SurrogateCategorical, SurrogateOneHotCategorical
-from .ils import ILSBernoulli, ILSCategorical, ILSDistributionMixin, ILSOneHotCategorical
-from .reinmax import ReinMaxCategorical, ReinMaxOneHotCategorical
-from .straight_through import (
+from pyro_ils.distributions.generic import (
+    SurrogateBernoulli,
+    SurrogateCategorical,
+    SurrogateOneHotCategorical,
+)
+from pyro_ils.distributions.ils import (
+    ILSBernoulli,
+    ILSCategorical,
+    ILSDistributionMixin,
+    ILSOneHotCategorical,
+)
+from pyro_ils.distributions.reinmax import ReinMaxCategorical, ReinMaxOneHotCategorical
+from pyro_ils.distributions.straight_through import (
     STCategorical,
     STGumbelCategorical,
     STGumbelOneHotCategorical,
     STOneHotCategorical,
 )
-from .surrogate import SurrogateDistributionMixin, SurrogateIndependent
+from pyro_ils.distributions.surrogate import SurrogateDistributionMixin, SurrogateIndependent
 
 __all__ = [
     "ILSBernoulli",

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from pyro.distributions import Bernoulli, Categorical, OneHotCategorical
 
-from ..estimators.base import Estimator
-from .surrogate import SurrogateBernoulliMixin, SurrogateCategoricalMixin, SurrogateOneHotMixin
+from pyro_ils.distributions.surrogate import (
+    SurrogateBernoulliMixin,
+    SurrogateCategoricalMixin,
+    SurrogateOneHotMixin,
+)
+from pyro_ils.estimators.base import Estimator
 
 __all__ = [
     "SurrogateBernoulli",

@@ -11,7 +11,7 @@ and ``temperature`` (the midpoint target's), and ``has_rsample = True``:
 
 where ``g = dL/dz`` and ``w`` is the weight the loss puts on the draw (scale,
 subsampling factor and mask of the enclosing Pyro handlers; see
-:mod:`pyro_ils.site_weight`).
+:mod:`pyro_ils.poutine.site_weight`).
 
 Whether a value carries the ILS path decides what ``score_parts`` returns:
 a value drawn by ``rsample()`` with gradients enabled is reparameterized (no
@@ -24,15 +24,15 @@ from __future__ import annotations
 
 from pyro.distributions import Bernoulli, Categorical, OneHotCategorical
 
-from ..estimators.ils import ILS
-from ..options import check_ils_temperature, check_options
-from .surrogate import (
+from pyro_ils.distributions.surrogate import (
     SurrogateBernoulliMixin,
     SurrogateCategoricalMixin,
     SurrogateDistributionMixin,
     SurrogateIndependent,
     SurrogateOneHotMixin,
 )
+from pyro_ils.estimators.ils import ILS
+from pyro_ils.options import check_ils_temperature, check_options
 
 __all__ = ["ILSCategorical", "ILSOneHotCategorical", "ILSBernoulli", "ILSDistributionMixin"]
 
@@ -120,7 +120,7 @@ class ILSCategorical(ILSDistributionMixin, SurrogateCategoricalMixin, Categorica
         ``"normalize"`` (the proposal's step from the drawn vertex), ``"mirror"``,
         ``"mirror_rms"`` (entropic steps from ``pi``), or
         ``"reference"`` (the original code's incorrect gradient, for comparison);
-        see :func:`~pyro_ils.projections.intermediate_target`.
+        see :func:`~pyro_ils.ops.projections.intermediate_target`.
     :param float temperature: the second-order targets' temperature ``tau > 0``
         (``None``: 1; those targets only). It moves the midpoint to
         ``(softmax(logits / tau) + z) / 2``, so that at ``c = 0`` the backward is

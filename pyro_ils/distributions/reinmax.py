@@ -6,8 +6,12 @@ The estimators' math and references are in :mod:`pyro_ils.estimators.reinmax`.
 
 from __future__ import annotations
 
-from ..estimators.reinmax import ReinMax
-from .generic import SurrogateCategorical, SurrogateOneHotCategorical, TemperatureOption
+from pyro_ils.distributions.generic import (
+    SurrogateCategorical,
+    SurrogateOneHotCategorical,
+    TemperatureOption,
+)
+from pyro_ils.estimators.reinmax import ReinMax
 
 __all__ = ["ReinMaxOneHotCategorical", "ReinMaxCategorical"]
 

@@ -6,8 +6,12 @@ The estimators' math and references are in :mod:`pyro_ils.estimators.straight_th
 
 from __future__ import annotations
 
-from ..estimators.straight_through import STGumbel, StraightThrough
-from .generic import SurrogateCategorical, SurrogateOneHotCategorical, TemperatureOption
+from pyro_ils.distributions.generic import (
+    SurrogateCategorical,
+    SurrogateOneHotCategorical,
+    TemperatureOption,
+)
+from pyro_ils.estimators.straight_through import STGumbel, StraightThrough
 
 __all__ = [
     "STOneHotCategorical",

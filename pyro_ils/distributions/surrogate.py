@@ -6,7 +6,7 @@ are others). This module holds what the family shares, so that each estimator
 is one object, an :class:`~pyro_ils.estimators.Estimator` held as ``estimator``:
 
 * ``has_rsample = True``; ``rsample()`` returns the exact draw (an
-  :class:`~pyro_ils.index_tensor.ILSIndexTensor` for ``Categorical``, the float
+  :class:`~pyro_ils.ops.index_tensor.ILSIndexTensor` for ``Categorical``, the float
   one-hot for ``OneHotCategorical``) carrying the surrogate backward;
 * ``score_parts`` are reparameterized only for a value drawn by this very
   distribution with gradients on; any other value (``poutine.condition``,
@@ -15,7 +15,7 @@ is one object, an :class:`~pyro_ils.estimators.Estimator` held as ``estimator``:
 * ``expand``, ``.to_event`` and ``.mask`` keep the class and its options, and
   the mask also zeroes the surrogate gradient of masked-out draws;
 * the weight ``w`` that the loss puts on each draw (scale, subsampling, mask,
-  ``1 / num_particles``; see :mod:`pyro_ils.site_weight`) is passed to the
+  ``1 / num_particles``; see :mod:`pyro_ils.poutine.site_weight`) is passed to the
   estimator, aligned with the draw's batch dimensions also under ``.to_event``.
 """
 
@@ -30,9 +30,9 @@ from pyro.distributions.util import sum_rightmost
 from pyro.ops.provenance import extract_provenance, track_provenance
 from torch import Tensor
 
-from ..index_tensor import ILSIndexTensor, carries_ils_path, link_gradient
-from ..site_weight import current_site_weight, event_dims
-from ..softmax import finite
+from pyro_ils.ops.index_tensor import ILSIndexTensor, carries_ils_path, link_gradient
+from pyro_ils.ops.softmax import finite
+from pyro_ils.poutine.site_weight import current_site_weight, event_dims
 
 __all__ = [
     "SurrogateDistributionMixin",
@@ -196,7 +196,7 @@ class SurrogateDistributionMixin:
 
 
 class SurrogateCategoricalMixin(SurrogateDistributionMixin):
-    """``Categorical`` draws as int64 :class:`~pyro_ils.index_tensor.ILSIndexTensor`."""
+    """``Categorical`` draws as int64 :class:`~pyro_ils.ops.index_tensor.ILSIndexTensor`."""
 
     def rsample(self, sample_shape=torch.Size()):
         logits, provenance = extract_provenance(self._surrogate_logits())

@@ -8,17 +8,17 @@ site, to :class:`~pyro_ils.ILSReparam` or to a ``Surrogate*`` distribution.
 The distributions with a fixed estimator (``STCategorical``, ``ReinMaxCategorical``,
 ...) live in :mod:`pyro_ils.distributions`, and the multi-evaluation ELBOs
 (``TraceRLOO_ELBO``, ``TraceMuProp_ELBO``, ``TraceREBAR_ELBO``, ``TraceRELAX_ELBO``)
-in their modules here; both are importable from this package as before.
+in :mod:`pyro_ils.infer`; both are importable from this package as before.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .base import Estimator, LinearEstimator
-from .ils import ILS, DefaultILS
-from .reinmax import ReinMax
-from .straight_through import STGumbel, StraightThrough
+from pyro_ils.estimators.base import Estimator, LinearEstimator
+from pyro_ils.estimators.ils import ILS, DefaultILS
+from pyro_ils.estimators.reinmax import ReinMax
+from pyro_ils.estimators.straight_through import STGumbel, StraightThrough
 
 #: Names importable from here, defined elsewhere (imported on first use, so that the
 #: distributions can import the estimator objects without a cycle).
@@ -29,10 +29,10 @@ _MOVED = {
     "STGumbelCategorical": "pyro_ils.distributions",
     "STGumbelOneHotCategorical": "pyro_ils.distributions",
     "STOneHotCategorical": "pyro_ils.distributions",
-    "TraceMuProp_ELBO": "pyro_ils.estimators.muprop",
-    "TraceREBAR_ELBO": "pyro_ils.estimators.rebar",
-    "TraceRELAX_ELBO": "pyro_ils.estimators.rebar",
-    "TraceRLOO_ELBO": "pyro_ils.estimators.rloo",
+    "TraceMuProp_ELBO": "pyro_ils.infer.trace_muprop_elbo",
+    "TraceREBAR_ELBO": "pyro_ils.infer.trace_rebar_elbo",
+    "TraceRELAX_ELBO": "pyro_ils.infer.trace_rebar_elbo",
+    "TraceRLOO_ELBO": "pyro_ils.infer.trace_rloo_elbo",
 }
 
 

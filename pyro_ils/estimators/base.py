@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ops.exact_draw import exact_bernoulli, exact_onehot
-from ..options import check_positive
+from pyro_ils.ops.exact_draw import exact_bernoulli, exact_onehot
+from pyro_ils.options import check_positive
 
 __all__ = ["Estimator", "LinearEstimator", "check_positive"]
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..softmax import softmax
+from pyro_ils.ops.softmax import softmax
 
 __all__ = [
     "uniform_like",

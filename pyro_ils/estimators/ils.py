@@ -12,7 +12,7 @@ and returns the gradient of ``KL(pi_D || softmax(logits))`` with the target held
 References:
 
 * the ILS proposal and the method as implemented: ``ILS_METHOD.md`` in the project's
-  shared documents, and :mod:`pyro_ils.projections` for the targets;
+  shared documents, and :mod:`pyro_ils.ops.projections` for the targets;
 * Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
   straight-through and beyond", NeurIPS (ReinMax, the midpoint target's ``c = 0``
   limit).
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..ops.draw_signal import per_draw_signal
-from ..options import check_ils_temperature, check_options
-from ..projections import intermediate_target
-from ..softmax import softmax
-from .base import Estimator, check_positive
+from pyro_ils.estimators.base import Estimator, check_positive
+from pyro_ils.ops.draw_signal import per_draw_signal
+from pyro_ils.ops.projections import intermediate_target
+from pyro_ils.ops.softmax import softmax
+from pyro_ils.options import check_ils_temperature, check_options
 
 __all__ = ["ILS", "DefaultILS"]
 
@@ -49,7 +49,7 @@ class ILS(Estimator):
     * ``"reference"``: the original code's incorrect gradient
       :math:`-\pi_D / (\pi + 10^{-7})`, for comparison only.
 
-    See :func:`~pyro_ils.projections.intermediate_target` for each target's formula.
+    See :func:`~pyro_ils.ops.projections.intermediate_target` for each target's formula.
     The backward is linear in ``g`` (``linear``) only at ``step_size=0``, the small-step
     limit of ``"midpoint"``, ``"midpoint_scaled"`` and ``"mirror"``.
 
@@ -106,7 +106,7 @@ class DefaultILS(Estimator):
     site gets the midpoint limit (``ILS(step_size=0, projection="midpoint")``, that is
     ReinMax's backward) at ``temperature``, each with the analytic KL where the model's
     site has one registered. It is what ``TraceILS_ELBO()`` does with no options;
-    :mod:`pyro_ils.site_choice` states the rule and the measurements behind it.
+    :mod:`pyro_ils.infer.site_choice` states the rule and the measurements behind it.
 
     As an object it routes like the midpoint limit at ``temperature`` wherever there is
     no per-site choice to make (a hand-written guide distribution, ``ILSReparam``).

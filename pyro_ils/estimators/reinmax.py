@@ -46,8 +46,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..softmax import softmax, softmax_vjp
-from .base import LinearEstimator, check_positive
+from pyro_ils.estimators.base import LinearEstimator, check_positive
+from pyro_ils.ops.softmax import softmax, softmax_vjp
 
 __all__ = ["ReinMax", "reinmax_onehot"]
 

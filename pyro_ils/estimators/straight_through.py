@@ -53,10 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.exact_draw import exact_onehot
-from ..softmax import softmax, softmax_vjp
-from .base import LinearEstimator, check_positive
-from .gumbel import gumbel_given_onehot
+from pyro_ils.estimators.base import LinearEstimator, check_positive
+from pyro_ils.estimators.gumbel import gumbel_given_onehot
+from pyro_ils.ops.exact_draw import exact_onehot
+from pyro_ils.ops.softmax import softmax, softmax_vjp
 
 __all__ = [
     "StraightThrough",

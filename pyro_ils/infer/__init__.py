@@ -1,1 +1,32 @@
-"""Inference: the ELBOs that route discrete guide sites through an estimator."""
+"""Inference: the ELBOs that route discrete guide sites through an estimator.
+
+One ELBO per module, as Pyro lays out its own: :mod:`~pyro_ils.infer.trace_ils_elbo`,
+:mod:`~pyro_ils.infer.tracegraph_ils_elbo` and :mod:`~pyro_ils.infer.traceenum_ils_elbo`
+(their shared part in :mod:`~pyro_ils.infer.ils_elbo`), the exact-difference ELBO
+(:mod:`~pyro_ils.infer.trace_ils_diff_elbo` with its plan, alternatives and surrogate),
+the control-variate ELBO (:mod:`~pyro_ils.infer.trace_ils_cv_elbo`), and the
+multi-evaluation ELBOs ILS is compared with (RLOO, MuProp, REBAR and RELAX).
+"""
+
+from pyro_ils.infer.reparam import ILSReparam
+from pyro_ils.infer.trace_ils_cv_elbo import TraceILSCV_ELBO
+from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
+from pyro_ils.infer.trace_ils_elbo import TraceILS_ELBO
+from pyro_ils.infer.trace_muprop_elbo import TraceMuProp_ELBO
+from pyro_ils.infer.trace_rebar_elbo import TraceREBAR_ELBO, TraceRELAX_ELBO
+from pyro_ils.infer.trace_rloo_elbo import TraceRLOO_ELBO
+from pyro_ils.infer.traceenum_ils_elbo import TraceEnumILS_ELBO
+from pyro_ils.infer.tracegraph_ils_elbo import TraceGraphILS_ELBO
+
+__all__ = [
+    "ILSReparam",
+    "TraceEnumILS_ELBO",
+    "TraceGraphILS_ELBO",
+    "TraceILSCV_ELBO",
+    "TraceILSDiff_ELBO",
+    "TraceILS_ELBO",
+    "TraceMuProp_ELBO",
+    "TraceREBAR_ELBO",
+    "TraceRELAX_ELBO",
+    "TraceRLOO_ELBO",
+]

@@ -4,8 +4,8 @@ and the model over every routed site's alternatives, and what the ELBO takes fro
 Per routed site (a :class:`~pyro_ils.infer.ils_diff_plan._Plan`), :func:`differences`
 gives the exact differences ``d[..., k] = L(z_i = k) - L(z_i)`` of each element of the
 draw and, with ``rao_blackwellize``, each model term that depends on the site averaged
-over its alternatives (see :mod:`pyro_ils.ils_diff` for the math). The runs themselves,
-in chunks, are :func:`~pyro_ils.alternatives.run_over_rows`'.
+over its alternatives (see :mod:`pyro_ils.infer.trace_ils_diff_elbo` for the math).
+The runs themselves, in chunks, are :func:`~pyro_ils.infer.alternatives.run_over_rows`'.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
-from ..alternatives import Redraw, is_term, run_over_rows
-from .ils_diff_plan import _KEY, _frames, _later_latents
+from pyro_ils.infer.alternatives import Redraw, is_term, run_over_rows
+from pyro_ils.infer.ils_diff_plan import _KEY, _frames, _later_latents
 
 
 class _SubsampleRecorder(Messenger):

@@ -4,8 +4,8 @@ differences, and which alternatives each one is run on.
 :class:`_PlainDrawMessenger` marks the routed sites while the guide is traced;
 :class:`_Plan` then holds, per routed site, its view (the drawn categories and the
 log-masses of all of them), the plates that split its terms, its coupled blocks, its
-alternatives' values and the terms that can depend on it (see :mod:`pyro_ils.ils_diff`
-for the math and the scope).
+alternatives' values and the terms that can depend on it (see
+:mod:`pyro_ils.infer.trace_ils_diff_elbo` for the math and the scope).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
-from ..alternatives import is_term
-from ..options import check_options, check_projection
-from ..routing import DIFF_KEY, eligible, has_ils_version, site_options, to_plain
+from pyro_ils.infer.alternatives import is_term
+from pyro_ils.options import check_options, check_projection
+from pyro_ils.poutine.routing import DIFF_KEY, eligible, has_ils_version, site_options, to_plain
 
 _BASE_TYPES = (dist.Categorical, dist.OneHotCategorical, dist.Bernoulli)
 _KEY = DIFF_KEY

@@ -5,7 +5,7 @@ The target of a draw of weight ``w`` is built as the ILS backward builds it, fro
 signal per unit weight ``g = d / w`` (:mod:`pyro_ils.ops.draw_signal`):
 :math:`\pi_D = h(z - c\, d / w)`. The surrogate term :math:`\frac{w}{c} \langle \pi_D,
 \log \pi \rangle`, with the target held fixed, gives the logits :math:`\frac{w}{c} (\pi
-- \pi_D)` (see :mod:`pyro_ils.ils_diff` for the math).
+- \pi_D)` (see :mod:`pyro_ils.infer.trace_ils_diff_elbo` for the math).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from pyro.infer.util import torch_item
 from torch import Tensor
 
-from ..elbo import LogRatio, guide_site_surrogate, ils_site_kls
-from ..ops.draw_signal import per_draw_signal
-from ..projections import intermediate_target
-from .ils_diff_plan import _KEY, _SiteView
+from pyro_ils.infer.ils_diff_plan import _KEY, _SiteView
+from pyro_ils.infer.ils_elbo import LogRatio, guide_site_surrogate, ils_site_kls
+from pyro_ils.ops.draw_signal import per_draw_signal
+from pyro_ils.ops.projections import intermediate_target
 
 
 def draw_weight(site, view: _SiteView, dtype: torch.dtype, device) -> Tensor:
@@ -61,7 +61,7 @@ def site_target(site, d: Tensor, view: _SiteView, kl) -> dict:
             step_size, projection = options["step_size"], options["projection"]
             target = intermediate_target(z, g, step_size, projection, kept, logp.detach())
     # The gradient of KL(pi_D || pi) / c: c sets how far the target moves, not the
-    # size of the gradient (see pyro_ils.ils_diff); the limit is not divided.
+    # size of the gradient (see pyro_ils.infer.trace_ils_diff_elbo); the limit is not divided.
     scaled = weight / (options["step_size"] or 1.0)
     return {"target": target, "weight": scaled, "support": support, "kl": kl, "logp": logp}
 

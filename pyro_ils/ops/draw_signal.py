@@ -2,13 +2,13 @@ r"""The signal of an ILS draw per unit of its weight.
 
 A Pyro ELBO multiplies each term by its weight ``w`` (scale, subsampling factor,
 mask), so the signal that reaches a draw carries ``w``: the incoming gradient ``dL/dz``
-of the first-order backward (:mod:`pyro_ils.ils`), or the exact differences ``d`` of
+of the first-order backward (:mod:`pyro_ils.ops.ils_onehot`), or the exact differences ``d`` of
 :class:`~pyro_ils.TraceILSDiff_ELBO`. ILS divides it out before the step, so that the
 target means the same thing whatever the weight,
 
 .. math:: \pi_D = h(z - c\, g), \qquad g = \mathrm{signal} / w,
 
-(:func:`~pyro_ils.projections.intermediate_target`), and the gradient it returns is
+(:func:`~pyro_ils.ops.projections.intermediate_target`), and the gradient it returns is
 multiplied by ``w`` again, which zeroes the draws of weight ``0`` (masked out): those
 divide by 1 instead.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..softmax import finite
+from pyro_ils.ops.softmax import finite
 
 __all__ = ["per_draw_signal"]
 

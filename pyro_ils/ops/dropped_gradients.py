@@ -18,7 +18,7 @@ import sys
 import pyro
 import torch
 
-from ..debug import record_drop
+from pyro_ils.debug import record_drop
 
 _PKG_DIRS = tuple(
     os.path.dirname(m.__file__) + os.sep for m in (torch, pyro, sys.modules[__name__.split(".")[0]])

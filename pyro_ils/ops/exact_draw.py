@@ -8,7 +8,7 @@ given, and swaps in its own gradient for the logits in the backward:
           \qquad g = \partial L / \partial z,
 
 where ``w`` is the weight the loss puts on the draw (scale, subsampling factor, mask,
-``1 / num_particles``; see :mod:`pyro_ils.site_weight`). Whatever the estimator, the
+``1 / num_particles``; see :mod:`pyro_ils.poutine.site_weight`). Whatever the estimator, the
 returned gradient is zero for categories outside the support and for draws of weight
 ``0`` (masked out).
 

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..debug import _ACTIVE
-from ..softmax import finite
-from .index_contraction import _contraction_grad
-from .index_dispatch import (
+from pyro_ils.debug import _ACTIVE
+from pyro_ils.ops.index_contraction import _contraction_grad
+from pyro_ils.ops.index_dispatch import (
     SurrogateIndexTensor,
     SurrogateOneHotTensor,
     _arg,
@@ -28,7 +27,8 @@ from .index_dispatch import (
     _record,
     _site,
 )
-from .index_shape import _slice_onehot
+from pyro_ils.ops.index_shape import _slice_onehot
+from pyro_ils.ops.softmax import finite
 
 
 class _GradLink(torch.autograd.Function):

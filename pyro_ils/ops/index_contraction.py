@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..softmax import finite
+from pyro_ils.ops.softmax import finite
 
 _K_LABEL = 51  # torch.einsum's sublist labels run over 0..51
 

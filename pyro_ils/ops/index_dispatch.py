@@ -22,9 +22,9 @@ import functools
 import torch
 from torch import Tensor
 
-from ..debug import _ACTIVE
-from .dropped_gradients import record_dropped
-from .in_place import check_not_in_place
+from pyro_ils.debug import _ACTIVE
+from pyro_ils.ops.dropped_gradients import record_dropped
+from pyro_ils.ops.in_place import check_not_in_place
 
 # ``torch function -> handler(func, args, kwargs)`` for a SurrogateIndexTensor
 # argument; filled by pyro_ils.ops.index_tensor.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..debug import _ACTIVE
-from .index_dispatch import SurrogateIndexTensor, _arg, _onehot, _plain, _record, _site
+from pyro_ils.debug import _ACTIVE
+from pyro_ils.ops.index_dispatch import SurrogateIndexTensor, _arg, _onehot, _plain, _record, _site
 
 
 def _reshape_like(func, args, kwargs):

@@ -55,14 +55,14 @@ reporting of dropped gradients in ``dropped_gradients``, all in
 ``pyro_ils.ops``; this module assembles them.
 """
 
-from .index_backward import INDEX_HANDLERS, link_gradient
-from .index_dispatch import (
+from pyro_ils.ops.index_backward import INDEX_HANDLERS, link_gradient
+from pyro_ils.ops.index_dispatch import (
     _HANDLERS,
     SurrogateIndexTensor,
     SurrogateOneHotTensor,
     carries_ils_path,
 )
-from .index_shape import SHAPE_HANDLERS
+from pyro_ils.ops.index_shape import SHAPE_HANDLERS
 
 __all__ = [
     "ILSIndexTensor",

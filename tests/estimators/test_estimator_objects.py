@@ -28,8 +28,8 @@ from pyro_ils.distributions import (
     SurrogateOneHotCategorical,
 )
 from pyro_ils.estimators import ILS, DefaultILS, ReinMax, STGumbel, StraightThrough
-from pyro_ils.index_tensor import carries_ils_path
-from pyro_ils.routing import surrogate_base
+from pyro_ils.ops.index_tensor import carries_ils_path
+from pyro_ils.poutine.routing import surrogate_base
 
 pytestmark = [
     pytest.mark.usefixtures("clean_param_store"),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pyro_ils
-from pyro_ils import debug, index_tensor
+from pyro_ils import debug
 from pyro_ils.estimators import STCategorical
 from pyro_ils.ops import index_tensor as ops_index_tensor
 
@@ -21,13 +21,6 @@ def test_former_names_are_the_new_classes():
     # former names and internals stay importable without being listed
     for name in ("ILSIndexTensor", "ILSOneHotTensor", "SurrogateOneHotTensor", "TARGETS"):
         assert name not in pyro_ils.__all__ and hasattr(pyro_ils, name)
-
-
-def test_the_old_import_path_reaches_the_same_objects():
-    assert index_tensor.ILSIndexTensor is pyro_ils.SurrogateIndexTensor
-    assert index_tensor.ILSOneHotTensor is pyro_ils.SurrogateOneHotTensor
-    for name in ("carries_ils_path", "link_gradient"):
-        assert getattr(index_tensor, name) is getattr(ops_index_tensor, name)
 
 
 def test_straight_through_draw_is_a_surrogate_index_tensor():

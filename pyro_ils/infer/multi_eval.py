@@ -41,7 +41,7 @@ from pyro.util import warn_if_nan
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
-from ..softmax import softmax
+from pyro_ils.ops.softmax import softmax
 
 __all__ = [
     "ONEHOT",

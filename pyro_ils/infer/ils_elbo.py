@@ -1,7 +1,7 @@
 r"""ELBOs that route discrete guide sites through ILS.
 
 Each is the Pyro ELBO of the same name with the guide wrapped in
-:class:`~pyro_ils.routing.ILSMessenger`: every latent ``Categorical``,
+:class:`~pyro_ils.poutine.routing.ILSMessenger`: every latent ``Categorical``,
 ``OneHotCategorical`` and ``Bernoulli`` guide site (also inside
 ``Independent``, masked and expanded wrappers) is drawn by ILS, is treated as
 reparameterized, and contributes no score-function term. Sites that are
@@ -38,24 +38,17 @@ only.
 
 from __future__ import annotations
 
-import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
-from pyro.infer.util import torch_item
-from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
-from .distributions.generic import check_estimator
-from .estimators import ILS, DefaultILS, Estimator
-from .options import check_guide_log_prob, check_options
-from .routing import GivenValueMessenger, ILSMessenger, surrogate_base
-from .site_weight import particle_weight
+from pyro_ils.distributions.generic import check_estimator
+from pyro_ils.estimators import ILS, DefaultILS, Estimator
+from pyro_ils.options import check_guide_log_prob, check_options
+from pyro_ils.poutine.routing import GivenValueMessenger, ILSMessenger, surrogate_base
+from pyro_ils.poutine.site_weight import particle_weight
 
-__all__ = ["TraceILS_ELBO", "TraceGraphILS_ELBO", "TraceEnumILS_ELBO"]
-
-#: Stands for the estimator of a site that has none (not routed): nothing nonlinear.
-_LINEAR = ILS._checked(0.0, "midpoint", 1.0)
+__all__ = ["LogRatio", "guide_site_surrogate", "site_kl", "ils_site_kls"]
 
 
 class LogRatio:
@@ -117,7 +110,7 @@ class _ILSELBOMixin:
     #: The modes this ELBO supports; the first is its default.
     _guide_log_prob_modes: tuple[str, ...] = ("stl", "full")
     #: What keeps the default's per-site choice from applying (see
-    #: :mod:`pyro_ils.site_choice`): nothing, sites left to the score function
+    #: :mod:`pyro_ils.infer.site_choice`): nothing, sites left to the score function
     #: (``"score_function"``) or enumerated sites (``"enumeration"``).
     _default_blocker: str | None = None
 
@@ -131,7 +124,7 @@ class _ILSELBOMixin:
         estimator: Estimator | None = None,
         **elbo_kwargs,
     ):
-        from .site_choice import DEFAULT_TEMPERATURE, DefaultChoice
+        from pyro_ils.infer.site_choice import DEFAULT_TEMPERATURE, DefaultChoice
 
         temperature, self._estimator = None, None
         if estimator is not None:
@@ -189,7 +182,7 @@ class _ILSELBOMixin:
     @property
     def site_choices(self) -> dict:
         """What the default gave each discrete guide site so far
-        (:class:`~pyro_ils.site_choice.SiteChoice` by site name); empty when options
+        (:class:`~pyro_ils.infer.site_choice.SiteChoice` by site name); empty when options
         were given (every site then gets first-order ILS with them)."""
         return {} if self._choice is None else self._choice.site_choices
 
@@ -228,158 +221,3 @@ class _ILSELBOMixin:
         model = GivenValueMessenger()(model)
         with particle_weight(1.0 / self.num_particles):
             return super()._get_trace(model, guide, args, kwargs)
-
-
-_DEFAULT_DOC = """
-    **The default.** With none of ``step_size``, ``projection`` and
-    ``guide_log_prob`` given, each discrete guide site gets one of two ILS members,
-    chosen once per site by the rule of :mod:`pyro_ils.site_choice`: exact
-    differences over the site's alternatives (:class:`~pyro_ils.TraceILSDiff_ELBO`)
-    when it has at most ``max_alternatives`` of them and the model broadcasts over
-    them, the midpoint limit (ReinMax's estimator, at
-    :data:`~pyro_ils.site_choice.DEFAULT_TEMPERATURE` on sites past the budget)
-    otherwise, each with the analytic KL where the model's site has one registered.
-    ``elbo.site_choices`` shows the choice; ``infer={"ils": {"exact_differences":
-    False}}`` overrides it for one site. Any option given selects first-order ILS with
-    those options on every site, as does ``max_alternatives=0``.
-"""
-
-_OPTIONS_DOC = """
-    :param float step_size: ILS step ``c >= 0`` for converted sites; ``None``
-        (default) gives the target's default: 0 (the small-step limit) for the
-        second-order targets, 1.0 for the others.
-    :param str projection: the target for converted sites: ``"midpoint"`` (default;
-        at ``c = 0`` ReinMax's estimator at temperature 1, or at a site's
-        ``infer={{"ils": {{"temperature": t}}}}``), ``"midpoint_scaled"`` (its
-        difference divided by ``c``), ``"euclidean"`` and
-        ``"normalize"`` (the original method), ``"mirror"``, ``"mirror_rms"``, or
-        ``"reference"``; see :func:`~pyro_ils.projections.intermediate_target`.
-    :param str guide_log_prob: treatment of the guide's ``log q(z)`` at ILS sites,
-        {modes}; see :mod:`pyro_ils.elbo`.
-    :param int max_alternatives: the default's largest number of alternatives per
-        site for exact differences (default
-        :data:`~pyro_ils.site_choice.DEFAULT_MAX_ALTERNATIVES`; ``0``: none).
-    :param elbo_kwargs: passed to the base ELBO (``num_particles``,
-        ``vectorize_particles``, ``max_plate_nesting``, ...).
-"""
-
-
-class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
-    __doc__ = (
-        """:class:`~pyro.infer.Trace_ELBO` with discrete guide sites drawn by ILS.
-
-    Example::
-
-        svi = SVI(model, guide, optim, loss=TraceILS_ELBO())
-    """
-        + _DEFAULT_DOC
-        + _OPTIONS_DOC.format(modes='``"stl"`` (default), ``"full"`` or ``"analytic"``')
-    )
-    _guide_log_prob_modes = ("stl", "full", "analytic")
-
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        if self.guide_log_prob != "analytic":
-            return super()._differentiable_loss_particle(model_trace, guide_trace)
-        kls = ils_site_kls(model_trace, guide_trace)
-        elbo, surrogate = 0.0, 0.0
-        log_r = LogRatio(model_trace, guide_trace)
-        for name, site in model_trace.nodes.items():
-            if site["type"] == "sample" and name not in kls:
-                elbo = elbo + torch_item(site["log_prob_sum"])
-                surrogate = surrogate + site["log_prob_sum"]
-        for name, site in guide_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if name in kls:
-                elbo = elbo - torch_item(kls[name])
-                surrogate = surrogate - kls[name]
-                continue
-            elbo = elbo - torch_item(site["log_prob_sum"])
-            surrogate = surrogate + guide_site_surrogate(site, log_r)
-        return -elbo, -surrogate
-
-    def loss(self, model, guide, *args, **kwargs):
-        if self.guide_log_prob != "analytic":
-            return super().loss(model, guide, *args, **kwargs)
-        loss = 0.0
-        with torch.no_grad():
-            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-                loss_particle, _ = self._differentiable_loss_particle(model_trace, guide_trace)
-                loss += torch_item(loss_particle) / self.num_particles
-        return loss
-
-
-class _TraceGraphDifferentiableLoss(TraceGraph_ELBO):
-    """``differentiable_loss`` for :class:`~pyro.infer.TraceGraph_ELBO`, which has none."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        # The value is the loss (minus the ELBO estimate); the gradient is that of
-        # TraceGraph's surrogate: pathwise terms, score-function terms with their
-        # downstream costs and baselines, and the loss of learned baselines.
-        elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
-        warn_if_nan(surrogate_loss, "loss")
-        return -torch_item(elbo) + (surrogate_loss - torch_item(surrogate_loss))
-
-
-class TraceGraphILS_ELBO(_ILSELBOMixin, _TraceGraphDifferentiableLoss):
-    __doc__ = """:class:`~pyro.infer.TraceGraph_ELBO` with discrete guide sites drawn by ILS.
-
-    Guide sites that are not routed (other non-reparameterizable distributions,
-    sites marked ``infer={"ils": False}``) keep TraceGraph's score-function
-    gradients, with Rao-Blackwellization and baselines.
-
-    **The default** is that of :class:`TraceILS_ELBO` where the guide leaves no site
-    to the score function (TraceGraph's gradient is then Trace's); where it does,
-    every routed site gets the midpoint limit and those sites keep TraceGraph's
-    baselines. The first step decides, from a trace of the guide.
-    """ + _OPTIONS_DOC.format(modes='``"stl"`` (default) or ``"full"``')
-    _default_blocker = "score_function"
-
-
-class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
-    __doc__ = """:class:`~pyro.infer.TraceEnum_ELBO` with the non-enumerated discrete guide sites
-    drawn by ILS.
-
-    Sites marked for enumeration (``infer={"enumerate": "parallel"}``, in the
-    model or the guide) are summed out exactly; the other discrete guide sites
-    go through ILS. (TraceEnum's surrogate uses ``log q`` itself, so only
-    ``guide_log_prob="full"`` applies.)
-
-    **The default** is that of :class:`TraceILS_ELBO` where neither the model nor the
-    guide marks a site for enumeration (TraceEnum's gradient is then Trace's); where
-    one does, every routed site gets the midpoint limit. The first step with each model
-    and guide decides, from a trace of the guide (and of the model, where the guide
-    marks nothing for enumeration).
-    """ + _OPTIONS_DOC.format(modes='``"full"`` only')
-    _guide_log_prob_modes = ("full",)
-    _default_blocker = "enumeration"
-
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        sequential = [
-            name
-            for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and site["infer"].get("enumerate") == "sequential"
-        ]
-        # A site drawn before a sequentially enumerated one is replayed in each of its
-        # traces as plain data (``ILSMessenger``): TraceEnum's score function covers
-        # it. A site drawn after it is drawn by ILS in each trace, whose loss TraceEnum
-        # weights by the enumerated value's probability: only a backward that is
-        # linear in the incoming gradient (a small-step limit) carries that weight.
-        nonlinear = [
-            name
-            for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample"
-            and not site["is_observed"]
-            # e.g. an ILS site with a step (a small-step limit, ``step_size=0``, is linear)
-            and not getattr(surrogate_base(site["fn"]), "estimator", _LINEAR).linear
-        ]
-        if sequential and nonlinear:
-            raise NotImplementedError(
-                f"TraceEnumILS_ELBO: guide sites {sequential} are enumerated sequentially "
-                f"next to routed sites {nonlinear} whose backward is not linear in the "
-                "incoming gradient (ILS with step_size > 0); use "
-                "infer={'enumerate': 'parallel'} or a linear estimator (a small-step "
-                "limit, step_size=0, or straight-through, ReinMax, ST-Gumbel)"
-            )
-        return model_trace, guide_trace

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pyro.infer.reparam.reparam import Reparam
 
-from .estimators import Estimator
-from .options import check_options, check_projection, check_step_size
-from .routing import to_ils, to_surrogate
+from pyro_ils.estimators import Estimator
+from pyro_ils.options import check_options, check_projection, check_step_size
+from pyro_ils.poutine.routing import to_ils, to_surrogate
 
 __all__ = ["ILSReparam"]
 

@@ -13,7 +13,7 @@ site through that estimator, whatever the messenger's own.
 ``infer={"ils": {"step_size": c, "projection": h, "temperature": t}}`` overrides
 the ILS options for one site (``temperature``: the midpoint target's only);
 ``"exact_differences"`` (a bool) in that dict is read by the default
-:class:`~pyro_ils.TraceILS_ELBO` only (see :mod:`pyro_ils.site_choice`).
+:class:`~pyro_ils.TraceILS_ELBO` only (see :mod:`pyro_ils.infer.site_choice`).
 
 :func:`map_base` is the one walker over Pyro's ``Independent``, masked and expanded
 wrappers: every conversion here goes through it.
@@ -27,7 +27,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from .distributions import (
+from pyro_ils.distributions import (
     ILSBernoulli,
     ILSCategorical,
     ILSDistributionMixin,
@@ -37,10 +37,10 @@ from .distributions import (
     SurrogateDistributionMixin,
     SurrogateOneHotCategorical,
 )
-from .distributions.surrogate import _unwrap
-from .estimators import ILS, DefaultILS, Estimator
-from .index_tensor import ILSIndexTensor
-from .options import check_options
+from pyro_ils.distributions.surrogate import _unwrap
+from pyro_ils.estimators import ILS, DefaultILS, Estimator
+from pyro_ils.ops.index_tensor import ILSIndexTensor
+from pyro_ils.options import check_options
 
 __all__ = [
     "to_ils",
@@ -110,7 +110,7 @@ def to_ils(fn, step_size=None, projection=None, *, stl: bool = True, temperature
     ``step_size``/``projection``/``temperature`` of ``None`` keep an ILS
     distribution's own options (and give the defaults to a converted one). ``stl``
     selects the "sticking the landing" treatment of the guide's ``log q`` (the
-    default; see :mod:`pyro_ils.elbo`).
+    default; see :mod:`pyro_ils.infer.ils_elbo`).
     """
 
     def convert(fn):

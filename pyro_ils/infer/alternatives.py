@@ -35,7 +35,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import check_site_shape
 from torch.utils.checkpoint import checkpoint
 
-from .coupling import coupled
+from pyro_ils.infer.coupling import coupled
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "Redraw", "check_chunk_size", "is_term", "run_over_rows"]
 
@@ -59,7 +59,7 @@ def is_term(site) -> bool:
 class Redraw(Messenger):
     """In the guide's run over the alternatives, draw each later site (``names``) again
     where the alternatives change its distribution, coupled to its draw
-    (:func:`~pyro_ils.coupling.coupled`); a routed site keeps its own alternatives in
+    (:func:`~pyro_ils.infer.coupling.coupled`); a routed site keeps its own alternatives in
     its own rows (``own_rows``, ``(start, stop)`` among all rows). ``changed`` collects
     the sites whose value now has the alternatives' dim.
 

@@ -84,10 +84,17 @@ from typing import NamedTuple
 import torch
 from pyro.util import get_rng_state, set_rng_state
 
-from .estimators import DefaultILS, Estimator
-from .ils_diff import TraceILSDiff_ELBO, _max_plate_nesting, _PlainDrawMessenger, _Plan
-from .options import DEFAULT_PROJECTION, check_ils_temperature
-from .routing import (
+from pyro_ils.estimators import DefaultILS, Estimator
+from pyro_ils.infer.ils_diff_plan import _max_plate_nesting, _PlainDrawMessenger, _Plan
+from pyro_ils.infer.site_probe import (
+    blocking_sites,
+    latent_sites,
+    probe,
+    warn_if_nothing_enumerated,
+)
+from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
+from pyro_ils.options import DEFAULT_PROJECTION, check_ils_temperature
+from pyro_ils.poutine.routing import (
     DIFF_KEY,
     GivenValueMessenger,
     ILSMessenger,
@@ -97,8 +104,7 @@ from .routing import (
     site_estimator,
     to_ils,
 )
-from .site_probe import blocking_sites, latent_sites, probe, warn_if_nothing_enumerated
-from .site_weight import particle_weight
+from pyro_ils.poutine.site_weight import particle_weight
 
 __all__ = [
     "DEFAULT_MAX_ALTERNATIVES",
@@ -302,7 +308,7 @@ class _Redraw(Exception):
 
 class DefaultChoiceELBO(TraceILSDiff_ELBO):
     """The default of :class:`~pyro_ils.TraceILS_ELBO`: exact differences where the
-    rule of :mod:`pyro_ils.site_choice` allows them, the midpoint limit elsewhere."""
+    rule of :mod:`pyro_ils.infer.site_choice` allows them, the midpoint limit elsewhere."""
 
     def __init__(
         self,
@@ -315,7 +321,7 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
         self.temperature = temperature
         self.site_choices: dict[str, SiteChoice] = {}
         #: the ``TraceEnumILS_ELBO`` this runs for, where nothing is enumerated: it warns
-        #: as ``TraceEnum_ELBO`` does (:func:`pyro_ils.site_probe.warn_if_nothing_enumerated`)
+        #: as ``TraceEnum_ELBO`` does (:func:`pyro_ils.infer.site_probe.warn_if_nothing_enumerated`)
         self.enumeration_owner = None
 
     def _wrap_guide(self, guide):

@@ -1,5 +1,5 @@
 r"""The first-step probe of an ILS ELBO's default: which sites keep the per-site choice
-of :mod:`pyro_ils.site_choice` from applying.
+of :mod:`pyro_ils.infer.site_choice` from applying.
 
 ``TraceGraphILS_ELBO()`` leaves it to the guide's sites that are not
 reparameterizable and not routed (they keep the score function);
@@ -25,7 +25,7 @@ from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import get_rng_state, set_rng_state
 
-from .routing import GivenValueMessenger, ILSMessenger
+from pyro_ils.poutine.routing import GivenValueMessenger, ILSMessenger
 
 __all__ = ["blocking_sites", "latent_sites", "probe", "warn_if_nothing_enumerated"]
 

@@ -67,7 +67,7 @@ from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from torch import Tensor
 
-from ._multi_eval import (
+from pyro_ils.infer.multi_eval import (
     Particle,
     SurrogateLossMixin,
     discrete_site_kind,

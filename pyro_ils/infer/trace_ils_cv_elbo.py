@@ -3,7 +3,7 @@ r"""ILS with a control variate: an unbiased member of the ILS family.
 Write :math:`f(z) = \log p_\theta(x, z) - \log q_\phi(z)` as a function of the
 values :math:`z` of the guide's discrete sites (one-hot or Bernoulli vectors,
 log-masses extended linearly to continuous values, as in
-``pyro_ils.estimators._multi_eval``), and draw :math:`S \ge 2` independent
+``pyro_ils.infer.multi_eval``), and draw :math:`S \ge 2` independent
 particles :math:`z_1, \dots, z_S \sim q_\phi` (exact discrete draws). Each
 particle gives its value :math:`f_s = f(z_s)` and its first-order signal
 :math:`g_s = \partial f / \partial z \,|_{z = z_s}` (the model and the guide
@@ -66,10 +66,10 @@ constant baseline (total variance ratio about 1.8 with :math:`S = 2`, 0.84 with
 :math:`S = 8`).
 
 **Relation to MuProp and RLOO.**
-:class:`~pyro_ils.estimators.muprop.TraceMuProp_ELBO` linearizes :math:`f` at the
+:class:`~pyro_ils.infer.trace_muprop_elbo.TraceMuProp_ELBO` linearizes :math:`f` at the
 deterministic mean-field point :math:`\pi` (one extra evaluation at a
 non-vertex point); here the linearizations are taken at actual samples, where
-the model is evaluated anyway. :class:`~pyro_ils.estimators.rloo.TraceRLOO_ELBO`
+the model is evaluated anyway. :class:`~pyro_ils.infer.trace_rloo_elbo.TraceRLOO_ELBO`
 is the special case :math:`g = 0` (the baseline is the mean of the other
 particles' values).
 
@@ -101,7 +101,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from .estimators._multi_eval import (
+from pyro_ils.infer.multi_eval import (
     Particle,
     SurrogateLossMixin,
     discrete_site_kind,
@@ -150,7 +150,7 @@ class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
     first-order models :math:`f_j + \langle g_j, z - z_j\rangle` of the objective
     as its control variate, and the closed-form gradient of that control
     variate's expectation. Unbiased for any objective; exact (zero variance) for
-    an objective linear in the discrete values. See :mod:`pyro_ils.ils_cv`.
+    an objective linear in the discrete values. See :mod:`pyro_ils.infer.trace_ils_cv_elbo`.
 
     .. math::
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .softmax import softmax, softmax_vjp
+from pyro_ils.ops.softmax import softmax, softmax_vjp
 
 __all__ = [
     "project_simplex",

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .estimators.ils import ILS
-from .options import check_ils_temperature, check_options
-from .softmax import finite
+from pyro_ils.estimators.ils import ILS
+from pyro_ils.ops.softmax import finite
+from pyro_ils.options import check_ils_temperature, check_options
 
 __all__ = ["ils_onehot", "ils_onehot_from_index", "ils_bernoulli_from_draw", "finite"]
 
@@ -39,9 +39,9 @@ def ils_onehot_from_index(
     ``logits`` broadcasts against ``index.shape + (K,)``; ``support`` (boolean,
     same broadcasting; ``None`` for all categories) marks the categories that
     may receive mass; ``weight`` (broadcasting against ``index.shape``) is the
-    weight the loss puts on each draw, see :mod:`pyro_ils.site_weight`;
+    weight the loss puts on each draw, see :mod:`pyro_ils.poutine.site_weight`;
     ``temperature`` is the midpoint target's (see
-    :func:`~pyro_ils.projections.intermediate_target`).
+    :func:`~pyro_ils.ops.projections.intermediate_target`).
     """
     return ILS._checked(step_size, projection, temperature).onehot(logits, index, support, weight)
 
@@ -69,7 +69,7 @@ def ils_onehot(
     * ``projection="midpoint"`` (the default), ``"midpoint_scaled"``, ``"mirror"``
       and ``"mirror_rms"``:
       :math:`\pi - \pi_D` with the targets of
-      :func:`~pyro_ils.projections.intermediate_target`; at the default step
+      :func:`~pyro_ils.ops.projections.intermediate_target`; at the default step
       ``c = 0`` the midpoint target's limit is ReinMax's backward (temperature 1).
 
     Categories with ``-inf`` logits are never drawn and receive zero gradient.

@@ -44,7 +44,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from torch import Tensor
 
-from ._multi_eval import (
+from pyro_ils.infer.multi_eval import (
     SurrogateLossMixin,
     elbo_value,
     leave_one_out_mean,

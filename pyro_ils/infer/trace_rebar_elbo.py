@@ -53,7 +53,7 @@ gradient with respect to the sites' logits, a cheap proxy for that with respect
 to all parameters. Tuning happens in ``loss_and_grads`` (that is, under
 :class:`~pyro.infer.SVI`); ``differentiable_loss`` uses the current values.
 
-**Requirements.** As for :class:`~pyro_ils.estimators.muprop.TraceMuProp_ELBO`: the
+**Requirements.** As for :class:`~pyro_ils.infer.trace_muprop_elbo.TraceMuProp_ELBO`: the
 guide's non-reparameterized sites must be ``OneHotCategorical`` or ``Bernoulli``
 (an integer ``Categorical`` site raises ``ValueError``), and the model and guide
 must use their values in differentiable arithmetic (a relaxed value used through
@@ -84,7 +84,13 @@ from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
 from pyro.util import warn_if_nan
 from torch import Tensor, nn
 
-from ._multi_eval import (
+from pyro_ils.estimators.gumbel import (
+    gumbel_given_onehot,
+    logistic_given_bernoulli,
+    relax_bernoulli,
+    relax_onehot,
+)
+from pyro_ils.infer.multi_eval import (
     ONEHOT,
     Particle,
     base_distribution,
@@ -102,7 +108,6 @@ from ._multi_eval import (
     score_sites,
     site_logits,
 )
-from .gumbel import gumbel_given_onehot, logistic_given_bernoulli, relax_bernoulli, relax_onehot
 
 __all__ = ["TraceREBAR_ELBO", "TraceRELAX_ELBO"]
 
