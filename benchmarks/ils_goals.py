@@ -623,15 +623,15 @@ def goal_robustness(data: dict, untuned: dict | None = None) -> tuple[list[str],
         "",
         "`mirror_rms` divides the step by the spread of `dL/dz` over the site's draws, so "
         "its target does not change when the loss is multiplied by a constant (a mean "
-        "instead of a sum; tested in `tests/test_ils_variants.py`); every ILS projection "
+        "instead of a sum; tested in `tests/estimators/test_ils_variants.py`); every ILS projection "
         "divides out plate subsampling and `poutine.scale` "
-        "(`tests/test_site_weight.py`); so does `TraceILSDiff_ELBO`, whose differences are "
-        "divided by the draw's weight (`tests/test_ils_diff.py`). Its limit "
+        "(`tests/poutine/test_site_weight.py`); so does `TraceILSDiff_ELBO`, whose differences are "
+        "divided by the draw's weight (`tests/infer/test_ils_diff.py`). Its limit "
         "(`step_size=0`) has no target to move: its gradient is multiplied by exactly the "
         "factor that multiplies the loss (a mean instead of a sum), as every other "
         "parameter's is, so a scale-free optimizer such as Adam trains the same; and over "
         "plate subsamples it averages to the full-data gradient "
-        "(`tests/test_ils_diff_rao_blackwell.py`).",
+        "(`tests/infer/test_ils_diff_rao_blackwell.py`).",
     ]
     return lines, bool(same_everywhere)
 
@@ -687,7 +687,7 @@ def diff_summary(
         "model's terms Rao-Blackwellized, and in the limit, every gradient of this model "
         "(one draw per data point, each with its own likelihood) is the enumeration "
         "gradient (tested against `TraceEnum_ELBO` in "
-        "`tests/test_ils_diff_rao_blackwell.py`), and the runs ended where exact "
+        "`tests/infer/test_ils_diff_rao_blackwell.py`), and the runs ended where exact "
         f"enumeration's did ({fmt(rb0)} against {fmt(exact)}); the finite step "
         f"`c = 0.1` ended at {fmt(moe.mean('ils_diff_rb'))}.",
     ]

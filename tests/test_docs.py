@@ -124,6 +124,7 @@ def test_some_pages_have_python_blocks():
     assert "README.md" in PYTHON_PAGES and "docs/quickstart.md" in PYTHON_PAGES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PYTHON_PAGES)
 def test_markdown_python_blocks_run(page, tmp_path, monkeypatch, clean_pyro_state, capsys):
     monkeypatch.chdir(tmp_path)  # a snippet that writes files writes them here
@@ -137,6 +138,7 @@ def test_markdown_python_blocks_run(page, tmp_path, monkeypatch, clean_pyro_stat
             raise AssertionError(f"the python block at {page}:{line} failed: {error!r}") from error
 
 
+@pytest.mark.slow
 def test_readme_quickstart_prints_the_right_answer(clean_pyro_state, capsys):
     """The README's quickstart and its check, run as written (500 steps each, no loop
     cap): the default's cluster locations are within 0.5 of the exact gradient's and
@@ -403,6 +405,7 @@ def _sphinx(builder: str, out, doctrees) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_sphinx_build_without_warnings_and_doctests(tmp_path):
     _sphinx_available()
     doctrees = tmp_path / "doctrees"

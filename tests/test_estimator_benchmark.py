@@ -46,6 +46,7 @@ def quick(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_quick_run_records_settings_versions_and_machine(quick):
     for key in ("settings", "estimators", "tasks", "lr_grid", "environment", "seconds"):
         assert key in quick, key
@@ -58,6 +59,7 @@ def test_quick_run_records_settings_versions_and_machine(quick):
     assert len(seeds) >= 2
 
 
+@pytest.mark.slow
 def test_quick_run_trains_every_estimator_on_every_task(quick):
     from estimator_bench import registry
     from estimator_bench.tasks import make_tasks
@@ -80,6 +82,7 @@ def test_quick_run_trains_every_estimator_on_every_task(quick):
     assert ok and all(r["median_ms"] > 0 and r["peak_mib"] >= 0 for r in ok)
 
 
+@pytest.mark.slow
 def test_quick_run_exact_gradient_has_no_bias(quick):
     """TraceEnum_ELBO against the closed-form / enumerated gradient: equal to float precision."""
     for task, g in quick["gradients"].items():

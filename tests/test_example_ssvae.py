@@ -21,6 +21,7 @@ def _env():
     return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
 
 
+@pytest.mark.slow
 def test_semi_supervised_vae_smoke(tmp_path):
     pytest.importorskip("arviz")
     pytest.importorskip("sklearn")
@@ -61,6 +62,7 @@ def test_semi_supervised_vae_smoke(tmp_path):
         assert all(0.0 <= p <= 1.0 for p in posterior["q_true_class"])
 
 
+@pytest.mark.slow
 def test_semi_supervised_vae_cuda_flag_errors_clearly_without_cuda():
     import torch
 

@@ -20,6 +20,7 @@ def _run(args, tmp_path):
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_categorical_vae_demo(tmp_path):
     out = _run(
         ["examples/categorical_vae.py", "--num-steps", "30", "--compare", "--no-progress",
@@ -54,6 +55,7 @@ def test_categorical_vae_demo(tmp_path):
     assert len(posterior["mean_log_lik"]) == len(posterior["q_modal_code"])
 
 
+@pytest.mark.slow
 def test_categorical_vae_cuda_flag_errors_clearly_without_cuda(tmp_path):
     import torch
 
@@ -67,6 +69,7 @@ def test_categorical_vae_cuda_flag_errors_clearly_without_cuda(tmp_path):
     assert "CUDA is not available" in proc.stderr
 
 
+@pytest.mark.slow
 def test_step_time_benchmark_quick(tmp_path):
     out = tmp_path / "step_time.json"
     _run(["benchmarks/step_time.py", "--quick", "--out", str(out), "--no-docs"], tmp_path)
@@ -74,6 +77,7 @@ def test_step_time_benchmark_quick(tmp_path):
         assert json.load(f)
 
 
+@pytest.mark.slow
 def test_guide_log_prob_benchmark_quick(tmp_path):
     out = tmp_path / "guide_log_prob.json"
     _run(["benchmarks/guide_log_prob.py", "--quick", "--out", str(out), "--no-docs"], tmp_path)

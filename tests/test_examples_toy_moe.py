@@ -49,6 +49,7 @@ def _check_summary_csv(path):
         assert math.isfinite(float(row["mean"]))
 
 
+@pytest.mark.slow
 def test_toy_kl_smoke(tmp_path):
     out = _run(
         ["examples/toy_kl.py", "--num-steps", "20", "--replicates", "2", "--no-progress",
@@ -75,6 +76,7 @@ def test_toy_kl_smoke(tmp_path):
     _check_summary_csv(tmp_path / "toy_kl_summary.csv")
 
 
+@pytest.mark.slow
 def test_mixture_of_experts_smoke(tmp_path):
     out = _run(
         ["examples/mixture_of_experts.py", "--num-steps", "15", "--num-seeds", "1",
@@ -102,6 +104,7 @@ def test_mixture_of_experts_smoke(tmp_path):
         _check_summary_csv(tmp_path / f"mixture_of_experts_{name}_summary.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["toy_kl.py", "mixture_of_experts.py"])
 def test_cuda_flag_errors_clearly_without_cuda(script):
     if torch.cuda.is_available():
@@ -114,6 +117,7 @@ def test_cuda_flag_errors_clearly_without_cuda(script):
     assert "CUDA is not available" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize(
     "args",

@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_improving_ils_page_matches_the_results():
     proc = subprocess.run(
         [sys.executable, "benchmarks/ils_goals.py", "--check"],

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_equal_evaluation_budget(tmp_path):
     out = tmp_path / "eq.json"
     proc = subprocess.run(

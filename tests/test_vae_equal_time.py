@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -50,6 +52,7 @@ def test_time_schedule_records_marks_and_stops_at_the_budget():
     assert [s for s in range(5) if capped.done(s, 0.0)][0] == 3
 
 
+@pytest.mark.slow
 def test_equal_time_smoke(tmp_path):
     out = tmp_path / "eq.json"
     proc = subprocess.run(

@@ -89,6 +89,7 @@ def test_a_training_step_has_finite_loss_and_gradients(name):
         assert isinstance(trace.nodes["y_unlabelled"]["fn"], cls[name])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["enum", "ils_default", "reinmax"])
 def test_quick_training_run(name):
     task = SSVAE(quick=True)

@@ -158,6 +158,7 @@ def test_the_default_temperature_rule_is_minimax_regret():
     assert worst["2.0"] == pytest.approx(2.0) and worst["4.0"] == pytest.approx(3.0)
 
 
+@pytest.mark.slow
 def test_the_temperature_grid_runs_the_default_at_each_temperature(tmp_path):
     out = tmp_path / "t.json"
     argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]
@@ -170,6 +171,7 @@ def test_the_temperature_grid_runs_the_default_at_each_temperature(tmp_path):
     assert est.site_infer == {"ils": {"temperature": 3.0}} and est.loss(None).site_choices == {}
 
 
+@pytest.mark.slow
 def test_the_step_grid_starts_at_the_default_itself(tmp_path):
     """``--param step_size``: the scaled midpoint target at the default's temperature;
     its ``c = 0`` trains exactly as the default does (same seed, same final ELBO), and
@@ -197,6 +199,7 @@ def test_the_step_grid_starts_at_the_default_itself(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_the_grid_at_the_tuned_learning_rate_reads_the_suite(tmp_path):
     out = tmp_path / "t.json"
     argv = ["--quick", "--allow-dirty", "--no-progress", "--models", "cat_vae_4x8"]

@@ -23,7 +23,7 @@ from .estimators import Estimator
 
 #: ``TraceILSDiff_ELBO()`` is not run on its own: on these models the default gives
 #: every site exact differences, with the very gradients of ``TraceILSDiff_ELBO()``
-#: (``tests/test_site_choice.py``).
+#: (``tests/infer/test_site_choice.py``).
 _ALL = ("trace", "tracegraph", "enum", "ils_default", "ils_midpoint", "ils_original")
 _PEERS = ("reinmax", "st_gumbel")
 

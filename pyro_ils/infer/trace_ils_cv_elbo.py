@@ -58,7 +58,7 @@ For a loss linear in :math:`z`, :math:`f_s = b_s(z_s)` exactly: the
 score-function part vanishes and :math:`\hat g` is the exact gradient with zero
 variance.
 
-**Measured variance** (``tests/test_ils_cv.py``): far below RLOO at equal
+**Measured variance** (``tests/infer/test_ils_cv.py``): far below RLOO at equal
 :math:`S` when :math:`f` is nearly linear in :math:`z` (per-coordinate variance
 ratio at most 0.26 with :math:`S = 2`), but on a strongly nonlinear likelihood
 the first-order model taken at another *vertex* can be worse than RLOO's

@@ -167,10 +167,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         depends on the value of a routed site. The guide is then not run over the
         alternatives; each routed site's :math:`\log q` at its alternatives is computed
         from the distribution of the draw's run, and every other guide term is the same
-        for every alternative (default ``False``). Saves one run of the guide per step:
-        on the benchmark's small VAE 4-10% of the step with Pyro's validation off (1% with
-        it on), timed by hand, interleaved, on one CPU thread of an AMD EPYC VM (not a
-        recorded benchmark). The first step of each instance
+        for every alternative (default ``False``). Saves one run of the guide per step
+        (what that saved on one model is in ``docs/lab_notes.md``). The first step of
+        each instance
         also runs the guide over the alternatives and raises ``ValueError`` where the
         guide is not mean field.
     :param int max_plate_nesting: the number of batch dims to the right of the

@@ -32,33 +32,15 @@ class TraceEnumILS_ELBO(_ILSELBOMixin, TraceEnum_ELBO):
     step with each model and guide decides, from a trace of the guide (and of the
     model, where the guide marks nothing for enumeration).
 
-    :param float step_size: ILS step ``c >= 0`` for converted sites; ``None``
-        (default) gives the target's default: 0 (the small-step limit) for the
-        second-order targets, 1.0 for the others.
-    :param str projection: the target for converted sites: ``"midpoint"`` (default;
-        at ``c = 0`` ReinMax's estimator at temperature 1, or at a site's
-        ``infer={"ils": {"temperature": t}}``), ``"midpoint_scaled"`` (its
-        difference divided by ``c``), ``"euclidean"`` and ``"normalize"`` (the
-        original method), ``"mirror"``, ``"mirror_rms"``, or ``"reference"``; see
-        :func:`~pyro_ils.ops.projections.intermediate_target`.
+    :param step_size: as for :class:`~pyro_ils.TraceILS_ELBO`; so are ``projection``,
+        ``max_alternatives``, ``estimator`` and ``elbo_kwargs``.
     :param str guide_log_prob: treatment of the guide's ``log q(z)`` at routed sites,
         ``"full"`` only; see :mod:`pyro_ils.infer.ils_elbo`.
-    :param int max_alternatives: the default's largest number of alternatives per
-        site for exact differences (default
-        :data:`~pyro_ils.infer.site_choice.DEFAULT_MAX_ALTERNATIVES`; ``0``: none).
-    :param Estimator estimator: an object of :mod:`pyro_ils.estimators` for every
-        routed site, instead of ``step_size``, ``projection`` and
-        ``max_alternatives`` (``ILS(c, h)`` means ``step_size=c, projection=h``;
-        ``DefaultILS()`` is the default).
-    :param elbo_kwargs: passed to the base ELBO (``num_particles``,
-        ``vectorize_particles``, ``max_plate_nesting``, ...).
 
     References:
 
-    * Roeder, Wu and Duvenaud (2017), "Sticking the landing: simple, lower-variance
-      gradient estimators for variational inference", NeurIPS (``"stl"``).
-    * Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
-      straight-through and beyond", NeurIPS (the midpoint limit is their ReinMax).
+    * Obermeyer, Bingham, Jankowiak, Pradhan, Chiu, Rush and Goodman (2019), "Tensor
+      variable elimination for plated factor graphs", ICML (TraceEnum's enumeration).
     """
 
     _guide_log_prob_modes = ("full",)

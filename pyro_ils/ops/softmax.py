@@ -1,11 +1,9 @@
 """Softmax over the last dimension, fast for few categories on CPU.
 
-On CPU, ``torch.softmax`` over a short last dimension is several times slower than
-the same function written out (timed by hand with torch 2.13 on one thread of an AMD
-EPYC VM, 100,000 entries: 2.0 ms against 0.5 ms for ``K = 10``, 2.7 against 1.1 ms
-for ``K = 2``; from ``K = 32`` on, the built-in kernel was faster). Every softmax of this package
-goes through :func:`softmax`, the ILS backward and the estimators it is compared
-with alike.
+On CPU, ``torch.softmax`` over a short last dimension is slower than the same
+function written out, below :data:`_WRITTEN_OUT_BELOW` categories (the timings are in
+``docs/lab_notes.md``). Every softmax of this package goes through :func:`softmax`,
+the ILS backward and the estimators it is compared with alike.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
+from common import autograd_grad, paper_reinmax, st_gumbel_oracle, st_oracle
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import SVI
@@ -47,31 +48,7 @@ def _logits_and_draw(seed=0, batch=(4,)):
     return logits, index, g
 
 
-def _grad(out, logits, g):
-    (grad,) = torch.autograd.grad((out * g).sum(), logits)
-    return grad
-
-
 # --- the oracles: each estimator's formula written with stop-gradients ---------------
-
-
-def st_oracle(logits, onehot):
-    pi = logits.softmax(-1)
-    return pi - pi.detach() + onehot
-
-
-def reinmax_oracle(logits, onehot, tau):
-    # Liu et al. (2023), Algorithm 2.
-    pi_0 = logits.softmax(-1)
-    pi_1 = 0.5 * (onehot + (logits / tau).softmax(-1))
-    pi_1 = ((pi_1.log() - logits).detach() + logits).softmax(-1)
-    pi_2 = 2 * pi_1 - 0.5 * pi_0
-    return pi_2 - pi_2.detach() + onehot
-
-
-def st_gumbel_oracle(logits, onehot, perturbed, tau):
-    y = ((logits + (perturbed - logits).detach()) / tau).softmax(-1)
-    return y - y.detach() + onehot
 
 
 def test_straight_through_matches_autograd_of_its_formula():
@@ -79,8 +56,8 @@ def test_straight_through_matches_autograd_of_its_formula():
     out = StraightThrough().onehot(logits, index)
     onehot = F.one_hot(index, K).double()
     assert torch.equal(out, onehot)
-    expected = _grad(st_oracle(logits, onehot), logits, g)
-    assert torch.allclose(_grad(out, logits, g), expected, atol=1e-12)
+    expected = autograd_grad(st_oracle(logits, onehot), logits, g)
+    assert torch.allclose(autograd_grad(out, logits, g), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("tau", [0.5, 1.0, 2.0])
@@ -88,8 +65,8 @@ def test_reinmax_matches_autograd_of_algorithm_2(tau):
     logits, index, g = _logits_and_draw(1)
     out = ReinMax(tau).onehot(logits, index)
     onehot = F.one_hot(index, K).double()
-    expected = _grad(reinmax_oracle(logits, onehot, tau), logits, g)
-    assert torch.allclose(_grad(out, logits, g), expected, atol=1e-12)
+    expected = autograd_grad(paper_reinmax(logits, onehot, tau), logits, g)
+    assert torch.allclose(autograd_grad(out, logits, g), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("tau", [0.5, 2.0])
@@ -101,16 +78,16 @@ def test_st_gumbel_matches_autograd_through_the_relaxation(tau):
     assert torch.equal(perturbed.argmax(-1), index)
     out = STGumbel(tau).onehot_given_noise(logits, index, perturbed)
     onehot = F.one_hot(index, K).double()
-    expected = _grad(st_gumbel_oracle(logits, onehot, perturbed, tau), logits, g)
-    assert torch.allclose(_grad(out, logits, g), expected, atol=1e-12)
+    expected = autograd_grad(st_gumbel_oracle(logits, onehot, perturbed, tau), logits, g)
+    assert torch.allclose(autograd_grad(out, logits, g), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("tau", [0.7, 2.0])
 def test_midpoint_limit_is_reinmax(tau):
     """ILS's midpoint target at ``c = 0`` is ReinMax at the same temperature."""
     logits, index, g = _logits_and_draw(3)
-    ils = _grad(ILS(0.0, "midpoint", tau).onehot(logits, index), logits, g)
-    reinmax = _grad(ReinMax(tau).onehot(logits, index), logits, g)
+    ils = autograd_grad(ILS(0.0, "midpoint", tau).onehot(logits, index), logits, g)
+    reinmax = autograd_grad(ReinMax(tau).onehot(logits, index), logits, g)
     assert torch.allclose(ils, reinmax, atol=1e-10)
 
 
@@ -118,7 +95,7 @@ def test_midpoint_limit_is_reinmax(tau):
     "estimator, oracle",
     [
         (StraightThrough(), st_oracle),
-        (ReinMax(1.5), lambda lg, oh: reinmax_oracle(lg, oh, 1.5)),
+        (ReinMax(1.5), lambda lg, oh: paper_reinmax(lg, oh, 1.5)),
     ],
 )
 def test_bernoulli_is_the_two_category_case(estimator, oracle):
@@ -133,15 +110,15 @@ def test_bernoulli_is_the_two_category_case(estimator, oracle):
     pair = torch.stack([torch.zeros_like(a), a], -1)
     onehot = F.one_hot(b.long(), 2).double()
     g_pair = torch.stack([torch.zeros_like(g), g], -1)
-    expected = _grad(oracle(pair, onehot), a, g_pair)
-    assert torch.allclose(_grad(out, a, g), expected, atol=1e-12)
+    expected = autograd_grad(oracle(pair, onehot), a, g_pair)
+    assert torch.allclose(autograd_grad(out, a, g), expected, atol=1e-12)
 
 
 def test_straight_through_bernoulli_is_sigmoid_derivative():
     a = torch.tensor([-1.0, 0.3, 2.0], dtype=torch.float64, requires_grad=True)
     b = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
     g = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float64)
-    grad = _grad(StraightThrough().bernoulli(a, b), a, g)
+    grad = autograd_grad(StraightThrough().bernoulli(a, b), a, g)
     s = a.detach().sigmoid()
     assert torch.allclose(grad, s * (1 - s) * g)
 
@@ -152,7 +129,7 @@ def test_outside_support_and_zero_weight_get_no_gradient():
     weight = torch.tensor([1.0, 0.0])
     g = torch.randn(2, 3)
     for estimator in (StraightThrough(), ReinMax(), STGumbel(), ILS(), ILS(0.0, "midpoint")):
-        grad = _grad(estimator.onehot(logits, index, weight=weight), logits, g)
+        grad = autograd_grad(estimator.onehot(logits, index, weight=weight), logits, g)
         assert torch.isfinite(grad).all(), estimator
         assert grad[0, 1] == 0 and (grad[1] == 0).all(), estimator
 

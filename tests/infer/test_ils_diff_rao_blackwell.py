@@ -15,9 +15,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from common import bias_outliers
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, config_enumerate
-from test_estimators_control_variates import bias_outliers
 
 from pyro_ils import TraceILSDiff_ELBO
 

@@ -15,15 +15,14 @@ Negative controls check that the same test rejects deliberately broken variants.
 
 import contextlib
 import itertools
-import math
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from common import bias_outliers
 from pyro.infer import SVI, Trace_ELBO
-from scipy.stats import norm
 from torch import nn
 
 import pyro_ils.infer.trace_muprop_elbo as muprop_module
@@ -31,7 +30,6 @@ import pyro_ils.infer.trace_rebar_elbo as rebar_module
 from pyro_ils.estimators import TraceMuProp_ELBO, TraceREBAR_ELBO, TraceRELAX_ELBO
 from pyro_ils.infer.multi_eval import relaxed_log_prob, score_mask
 
-ALPHA = 1e-3
 DTYPE = torch.float64
 K = 3
 PARAMS = ["q1", "q2", "qb", "qc", "W"]
@@ -165,20 +163,6 @@ def looped_draws(elbo, steps, seed, names=PARAMS) -> torch.Tensor:
         rows.append(param_grads(names, flat_per_replicate=False))
     pyro.clear_param_store()
     return torch.stack(rows)
-
-
-def bias_outliers(draws, exact, alpha=ALPHA):
-    """Coordinates where the mean of the draws is off the exact gradient by more
-    than the Bonferroni-corrected normal tolerance (empty if consistent). The
-    normal approximation needs many nonzero draws per coordinate; fewer than 30
-    is a flaw of the test's design and fails loudly."""
-    n, p = draws.shape
-    nonzero = (draws != 0).sum(0)
-    assert nonzero.min() >= 30, f"too few nonzero draws for a normal test: {nonzero.tolist()}"
-    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
-    tol = norm.isf(alpha / (2 * p)) * se + 1e-8 * (1 + exact.abs())
-    bad = ((mean - exact).abs() > tol).nonzero().flatten().tolist()
-    return [(i, mean[i].item(), exact[i].item(), se[i].item()) for i in bad]
 
 
 def assert_unbiased(draws, exact):

@@ -14,6 +14,7 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
+from common import paper_reinmax
 from conftest import devices
 from scipy.stats import norm
 from test_estimators_straight_through import (
@@ -33,18 +34,6 @@ from pyro_ils.estimators.reinmax import reinmax_onehot
 
 CLASSES = [ReinMaxOneHotCategorical, ReinMaxCategorical]
 TAUS = [0.5, 1.0, 1.3, 2.0]
-
-
-def paper_reinmax(logits: torch.Tensor, onehot: torch.Tensor, tau: float) -> torch.Tensor:
-    """Algorithm 2 of Liu et al. (2023), line by line, in plain autograd."""
-    pi_0 = torch.softmax(logits, -1)
-    pi_1 = (onehot + torch.softmax(logits / tau, -1)) / 2
-    shift = (torch.log(pi_1) - logits).detach()
-    # (At -inf logits the shift is -inf - -inf = NaN; any finite shift keeps pi_1 = 0 there.)
-    shift = shift.masked_fill(logits.detach() == -torch.inf, 0.0)
-    pi_1 = torch.softmax(shift + logits, -1)
-    pi_2 = 2 * pi_1 - pi_0 / 2
-    return pi_2 - pi_2.detach() + onehot
 
 
 def paper_grad(logits, onehot, g, tau):

@@ -16,6 +16,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from common import oracle_project
 from conftest import devices
 
 from pyro_ils import (
@@ -34,19 +35,6 @@ REFERENCE_EPS = 1e-7
 # ----------------------------------------------------------------------------
 # Test-side oracle (float64, CPU)
 # ----------------------------------------------------------------------------
-
-
-def oracle_project(v):
-    """Euclidean projection of the last dim onto the simplex, by bisection on tau."""
-    v = v.detach().to("cpu", torch.float64)
-    top = v.amax(-1, keepdim=True)
-    lo, hi = top - 1.0, top.clone()
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        over = (v - mid).clamp(min=0).sum(-1, keepdim=True) > 1.0
-        lo = torch.where(over, mid, lo)
-        hi = torch.where(over, hi, mid)
-    return (v - (lo + hi) / 2).clamp(min=0)
 
 
 def oracle_target(z, g, c, projection, support):

@@ -18,8 +18,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from common import bias_outliers
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
-from test_estimators_control_variates import bias_outliers
 
 import pyro_ils.infer.trace_rloo_elbo as rloo_module
 from pyro_ils.estimators import TraceRLOO_ELBO

@@ -10,6 +10,7 @@ oracle shares nothing with the package's sort-and-cumsum algorithm.
 
 import pytest
 import torch
+from common import oracle_project
 from conftest import devices
 
 import pyro_ils
@@ -18,22 +19,6 @@ from pyro_ils import project_simplex
 BATCH_SHAPES = [(), (4,), (2, 3)]
 KS = [1, 2, 3, 7, 50]
 DTYPES = [torch.float32, torch.float64]
-
-
-def oracle_project(v: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of the last dim onto the simplex by bisection on tau (float64, CPU).
-
-    ``-inf`` entries get exactly zero mass (``max(-inf - tau, 0) = 0``).
-    """
-    v = v.detach().to("cpu", torch.float64)
-    top = v.amax(-1, keepdim=True)
-    lo, hi = top - 1.0, top.clone()
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        over = (v - mid).clamp(min=0).sum(-1, keepdim=True) > 1.0
-        lo = torch.where(over, mid, lo)
-        hi = torch.where(over, hi, mid)
-    return (v - (lo + hi) / 2).clamp(min=0)
 
 
 def tolerances(dtype, scale=1.0):

@@ -14,10 +14,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from common import bias_outliers
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
-from test_estimators_control_variates import bias_outliers
 
 from pyro_ils import ILSCategorical, TraceILS_ELBO, TraceILSDiff_ELBO
 
