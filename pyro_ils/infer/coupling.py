@@ -37,18 +37,11 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from torch import Tensor
 
+from pyro_ils.distributions.util import base_of
+
 __all__ = ["coupled"]
-
-_WRAPPERS = (dist.Independent, ExpandedDistribution, MaskedDistribution)
-
-
-def _base(fn):
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
-    return fn
 
 
 def _uniform_given(low: Tensor, high: Tensor) -> Tensor:
@@ -94,7 +87,7 @@ def coupled(drawn_fn, new_fn, value: Tensor) -> Tensor | None:
     """A value of ``new_fn`` coupled to ``value``, a draw of ``drawn_fn`` (see the
     module docstring), broadcast with ``new_fn``'s shape; ``value`` itself where the
     parameters are the same; ``None`` for a distribution that has no coupling here."""
-    old, new = _base(drawn_fn), _base(new_fn)
+    old, new = base_of(drawn_fn), base_of(new_fn)
     if type(old) is not type(new) or not isinstance(new, _COUPLED):
         return None
     shape = new_fn.batch_shape + new_fn.event_shape

@@ -16,10 +16,11 @@ from typing import NamedTuple
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
+from pyro_ils.distributions.util import wrappers
 from pyro_ils.infer.alternatives import is_term
 from pyro_ils.options import check_options, check_projection
 from pyro_ils.poutine.routing import DIFF_KEY, eligible, has_ils_version, site_options, to_plain
@@ -73,16 +74,16 @@ def _parts(fn):
     """``(base, reinterpreted, masks)``: the plain categorical distribution inside
     the wrappers, the number of ``.to_event`` dims, and each mask with the number
     of reinterpreted dims inside it."""
+    chain, base = wrappers(fn)
+    if not isinstance(base, _BASE_TYPES):
+        raise TypeError(f"TraceILSDiff_ELBO cannot differentiate a {type(base).__name__}")
     reinterpreted, masks = 0, []
-    while not isinstance(fn, _BASE_TYPES):
-        if isinstance(fn, dist.Independent):
-            reinterpreted += fn.reinterpreted_batch_ndims
-        elif isinstance(fn, MaskedDistribution):
-            masks.append((fn._mask, reinterpreted))
-        elif not isinstance(fn, ExpandedDistribution):
-            raise TypeError(f"TraceILSDiff_ELBO cannot differentiate a {type(fn).__name__}")
-        fn = fn.base_dist
-    return fn, reinterpreted, [(m, reinterpreted - outer) for m, outer in masks]
+    for wrapper in chain:
+        if isinstance(wrapper, dist.Independent):
+            reinterpreted += wrapper.reinterpreted_batch_ndims
+        elif isinstance(wrapper, MaskedDistribution):
+            masks.append((wrapper._mask, reinterpreted))
+    return base, reinterpreted, [(m, reinterpreted - outer) for m, outer in masks]
 
 
 def _view(base, value: Tensor) -> tuple[Tensor, Tensor, int]:

@@ -31,7 +31,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import is_identically_zero, scale_and_mask, sum_rightmost
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
 from pyro.poutine.messenger import Messenger
@@ -41,13 +41,13 @@ from pyro.util import warn_if_nan
 from torch import Tensor
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
+from pyro_ils.distributions.util import base_of, wrappers
 from pyro_ils.ops.softmax import softmax
 
 __all__ = [
     "ONEHOT",
     "BERNOULLI",
     "Particle",
-    "base_distribution",
     "discrete_site_kind",
     "score_sites",
     "relaxed_elementwise_log_prob",
@@ -67,18 +67,10 @@ ONEHOT = "onehot"
 BERNOULLI = "bernoulli"
 
 
-def base_distribution(fn: Distribution) -> Distribution:
-    """``fn`` with the shape/mask wrappers (``Independent``, ``ExpandedDistribution``,
-    ``MaskedDistribution``) taken off."""
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
-        fn = fn.base_dist
-    return fn
-
-
 def discrete_site_kind(fn: Distribution) -> str | None:
     """``"onehot"`` or ``"bernoulli"`` if ``fn`` (unwrapped) is one of the two
     families whose draw can be replaced by a relaxed value, else ``None``."""
-    base = base_distribution(fn)
+    base = base_of(fn)
     if isinstance(base, OneHotCategorical):
         return ONEHOT
     if isinstance(base, Bernoulli):
@@ -90,7 +82,7 @@ def _require_relaxable(name: str, fn: Distribution, estimator: str) -> str:
     kind = discrete_site_kind(fn)
     if kind is not None:
         return kind
-    base = base_distribution(fn)
+    base = base_of(fn)
     if isinstance(base, Categorical):
         raise ValueError(
             f"{estimator} cannot handle the integer Categorical site '{name}': it evaluates the "
@@ -135,25 +127,22 @@ def reduce_like_log_prob(fn: Distribution, elementwise: Tensor) -> Tensor:
     """Reduce a value-shaped tensor the way ``fn.log_prob`` reduces its base's
     per-entry terms: sum the base event dims and the ``Independent`` dims, and zero
     what a ``MaskedDistribution`` masks out. The result has ``fn``'s batch shape."""
-    if isinstance(fn, Independent):
-        out = reduce_like_log_prob(fn.base_dist, elementwise)
-        return sum_rightmost(out, fn.reinterpreted_batch_ndims)
-    if isinstance(fn, MaskedDistribution):
-        out = reduce_like_log_prob(fn.base_dist, elementwise)
-        if fn._mask is False:
-            return torch.zeros_like(out)
-        if fn._mask is True:
-            return out
-        return scale_and_mask(out, mask=fn._mask)
-    if isinstance(fn, ExpandedDistribution):
-        return reduce_like_log_prob(fn.base_dist, elementwise)
-    return sum_rightmost(elementwise, len(fn.event_shape))
+    chain, base = wrappers(fn)
+    out = sum_rightmost(elementwise, len(base.event_shape))
+    for wrapper in reversed(chain):
+        if isinstance(wrapper, Independent):
+            out = sum_rightmost(out, wrapper.reinterpreted_batch_ndims)
+        elif isinstance(wrapper, MaskedDistribution) and wrapper._mask is False:
+            out = torch.zeros_like(out)
+        elif isinstance(wrapper, MaskedDistribution) and wrapper._mask is not True:
+            out = scale_and_mask(out, mask=wrapper._mask)
+    return out
 
 
 def site_logits(fn: Distribution, value: Tensor) -> Tensor:
     """The base distribution's logits, expanded to the shape of ``value`` (one
     logit per entry of the draw), differentiable w.r.t. the guide's parameters."""
-    logits = base_distribution(fn).logits
+    logits = base_of(fn).logits
     return logits.expand(torch.broadcast_shapes(logits.shape, value.shape))
 
 

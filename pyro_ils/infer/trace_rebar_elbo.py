@@ -84,6 +84,7 @@ from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
 from pyro.util import warn_if_nan
 from torch import Tensor, nn
 
+from pyro_ils.distributions.util import base_of
 from pyro_ils.estimators.gumbel import (
     gumbel_given_onehot,
     logistic_given_bernoulli,
@@ -93,7 +94,6 @@ from pyro_ils.estimators.gumbel import (
 from pyro_ils.infer.multi_eval import (
     ONEHOT,
     Particle,
-    base_distribution,
     check_finite_float,
     discrete_site_kind,
     elbo_value,
@@ -387,7 +387,7 @@ class _SiteNets(nn.Module):
             onehot = discrete_site_kind(fn) == ONEHOT
             x = zeta if onehot else zeta.unsqueeze(-1)
             r = self._net(name, x.shape[-1], zeta)(x).squeeze(-1)
-            out[name] = sum_rightmost(r, fn.event_dim - base_distribution(fn).event_dim)
+            out[name] = sum_rightmost(r, fn.event_dim - base_of(fn).event_dim)
         return out
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
@@ -38,6 +37,7 @@ from pyro_ils.distributions import (
     SurrogateOneHotCategorical,
 )
 from pyro_ils.distributions.surrogate import _unwrap
+from pyro_ils.distributions.util import base_of, map_base
 from pyro_ils.estimators import ILS, DefaultILS, Estimator
 from pyro_ils.ops.index_tensor import ILSIndexTensor
 from pyro_ils.options import check_options
@@ -53,7 +53,6 @@ __all__ = [
     "site_options",
 ]
 
-_WRAPPERS = (dist.Independent, MaskedDistribution, ExpandedDistribution)
 
 _ILS_TYPES = {
     dist.Categorical: ILSCategorical,
@@ -71,29 +70,6 @@ _SITE_KEYS = {"step_size", "projection", "temperature", "exact_differences"}
 #: and, once computed, its target (in the site's ``infer`` dict and node); such a
 #: site is drawn plainly and left alone by :class:`ILSMessenger`.
 DIFF_KEY = "_ils_diff"
-
-
-def map_base(fn, convert):
-    """``convert`` applied to the distribution inside ``fn``'s ``Independent``, masked
-    and expanded wrappers, with the wrappers rebuilt around its result; ``None`` where
-    ``convert`` gives ``None``, ``fn`` itself where it gives the base unchanged."""
-    if isinstance(fn, _WRAPPERS):
-        base = map_base(fn.base_dist, convert)
-        if base is None or base is fn.base_dist:
-            return None if base is None else fn
-        if isinstance(fn, dist.Independent):
-            return base.to_event(fn.reinterpreted_batch_ndims)
-        if isinstance(fn, MaskedDistribution):
-            return base.mask(fn._mask)
-        return base.expand(fn.batch_shape)
-    return convert(fn)
-
-
-def base_of(fn):
-    """The distribution inside ``fn``'s ``Independent``, masked and expanded wrappers."""
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
-    return fn
 
 
 def _params(fn) -> dict:
