@@ -16,7 +16,14 @@ from pyro_ils.estimators.reinmax import ReinMax
 __all__ = ["ReinMaxOneHotCategorical", "ReinMaxCategorical"]
 
 
-class ReinMaxOneHotCategorical(TemperatureOption, SurrogateOneHotCategorical):
+class _ReinMaxInit(TemperatureOption):
+    """The constructor ``(probs, logits, validate_args, *, temperature)``."""
+
+    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
+        super().__init__(probs, logits, validate_args, estimator=ReinMax(temperature))
+
+
+class ReinMaxOneHotCategorical(_ReinMaxInit, SurrogateOneHotCategorical):
     r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
     ReinMax backward (:class:`ReinMax`; Liu et al. 2023, Algorithm 2).
 
@@ -38,11 +45,8 @@ class ReinMaxOneHotCategorical(TemperatureOption, SurrogateOneHotCategorical):
     :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
     """
 
-    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
-        super().__init__(probs, logits, validate_args, estimator=ReinMax(temperature))
 
-
-class ReinMaxCategorical(TemperatureOption, SurrogateCategorical):
+class ReinMaxCategorical(_ReinMaxInit, SurrogateCategorical):
     r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
     ReinMax backward (:class:`ReinMax`; Liu et al. 2023, Algorithm 2).
 
@@ -56,6 +60,3 @@ class ReinMaxCategorical(TemperatureOption, SurrogateCategorical):
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     :param float temperature: ``tau > 0`` (default 1.0; the paper recommends ``tau >= 1``).
     """
-
-    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
-        super().__init__(probs, logits, validate_args, estimator=ReinMax(temperature))

@@ -21,7 +21,21 @@ __all__ = [
 ]
 
 
-class STOneHotCategorical(SurrogateOneHotCategorical):
+class _STInit:
+    """The constructor ``(probs, logits, validate_args)``."""
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        super().__init__(probs, logits, validate_args, estimator=StraightThrough())
+
+
+class _STGumbelInit(TemperatureOption):
+    """The constructor ``(probs, logits, validate_args, *, temperature)``."""
+
+    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
+        super().__init__(probs, logits, validate_args, estimator=STGumbel(temperature))
+
+
+class STOneHotCategorical(_STInit, SurrogateOneHotCategorical):
     r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
     straight-through backward (:class:`StraightThrough`).
 
@@ -39,11 +53,8 @@ class STOneHotCategorical(SurrogateOneHotCategorical):
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     """
 
-    def __init__(self, probs=None, logits=None, validate_args=None):
-        super().__init__(probs, logits, validate_args, estimator=StraightThrough())
 
-
-class STCategorical(SurrogateCategorical):
+class STCategorical(_STInit, SurrogateCategorical):
     r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
     straight-through backward (:class:`StraightThrough`).
 
@@ -63,11 +74,8 @@ class STCategorical(SurrogateCategorical):
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     """
 
-    def __init__(self, probs=None, logits=None, validate_args=None):
-        super().__init__(probs, logits, validate_args, estimator=StraightThrough())
 
-
-class STGumbelOneHotCategorical(TemperatureOption, SurrogateOneHotCategorical):
+class STGumbelOneHotCategorical(_STGumbelInit, SurrogateOneHotCategorical):
     r"""A :class:`~pyro.distributions.OneHotCategorical` whose draws carry the
     straight-through Gumbel-Softmax backward (:class:`STGumbel`).
 
@@ -90,11 +98,8 @@ class STGumbelOneHotCategorical(TemperatureOption, SurrogateOneHotCategorical):
     :param float temperature: the relaxation's temperature ``tau > 0`` (default 1.0).
     """
 
-    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
-        super().__init__(probs, logits, validate_args, estimator=STGumbel(temperature))
 
-
-class STGumbelCategorical(TemperatureOption, SurrogateCategorical):
+class STGumbelCategorical(_STGumbelInit, SurrogateCategorical):
     r"""A :class:`~pyro.distributions.Categorical` whose draws carry the
     straight-through Gumbel-Softmax backward (:class:`STGumbel`).
 
@@ -107,6 +112,3 @@ class STGumbelCategorical(TemperatureOption, SurrogateCategorical):
     :param bool validate_args: as for the base class (follows ``pyro.enable_validation``).
     :param float temperature: the relaxation's temperature ``tau > 0`` (default 1.0).
     """
-
-    def __init__(self, probs=None, logits=None, validate_args=None, *, temperature=1.0):
-        super().__init__(probs, logits, validate_args, estimator=STGumbel(temperature))
