@@ -16,6 +16,7 @@ __all__ = [
     "GUIDE_LOG_PROB_MODES",
     "check_options",
     "check_positive",
+    "check_count",
     "check_ils_temperature",
 ]
 
@@ -43,6 +44,13 @@ def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         raise ValueError(f"{name} must be {what} finite number, got {value!r}")
     return number
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` as an int ``>= 0``, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
 
 
 def check_step_size(step_size, allow_zero: bool = False) -> float:

@@ -4,8 +4,10 @@ r"""Pyro's discrete distributions with any estimator's backward: ``estimator=``.
 :class:`~pyro.distributions.Categorical` whose ``rsample()`` returns the exact draw,
 carrying the backward of the :class:`~pyro_ils.estimators.Estimator` it holds; the
 ``OneHotCategorical`` and ``Bernoulli`` versions likewise. The named classes
-(:class:`~pyro_ils.ILSCategorical`, :class:`~pyro_ils.estimators.STCategorical`,
-:class:`~pyro_ils.estimators.ReinMaxCategorical`, ...) are these with a fixed estimator.
+(:class:`~pyro_ils.ILSCategorical`, :class:`~pyro_ils.distributions.STCategorical`,
+:class:`~pyro_ils.distributions.ReinMaxCategorical`, ...) are these with a fixed
+estimator. Whatever the estimator, the guide's ``log q`` of a draw acts only through
+the draw ("sticking the landing"; see :mod:`pyro_ils.distributions.surrogate`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ is one object, an :class:`~pyro_ils.estimators.Estimator` held as ``estimator``:
   distribution with gradients on; any other value (``poutine.condition``,
   replay of an earlier draw, enumeration, ``torch.no_grad()``) keeps the base
   class's score-function parts;
+* ``log q`` of such a draw acts only through the draw ("sticking the landing",
+  Roeder et al. 2017): ``score_parts.entropy_term`` is ``log_prob`` with the
+  parameters detached. This holds for every estimator, straight-through and ReinMax
+  included, not only ILS; the ILS ELBOs' ``guide_log_prob="full"`` turns it off for
+  the sites they route, as Pyro treats reparameterized sites;
 * ``expand``, ``.to_event`` and ``.mask`` keep the class and its options, and
   the mask also zeroes the surrogate gradient of masked-out draws;
 * the weight ``w`` that the loss puts on each draw (scale, subsampling, mask,

@@ -26,7 +26,7 @@ from pyro_ils.estimators.base import Estimator, check_positive
 from pyro_ils.ops.draw_signal import per_draw_signal
 from pyro_ils.ops.projections import intermediate_target
 from pyro_ils.ops.softmax import softmax
-from pyro_ils.options import check_ils_temperature, check_options
+from pyro_ils.options import check_count, check_ils_temperature, check_options
 
 __all__ = ["ILS", "DefaultILS"]
 
@@ -119,13 +119,7 @@ class DefaultILS(Estimator):
     _fields = ("max_alternatives", "temperature")
 
     def __init__(self, max_alternatives: int = 20, temperature: float = 2.0):
-        if (
-            isinstance(max_alternatives, bool)
-            or not isinstance(max_alternatives, int)
-            or max_alternatives < 0
-        ):
-            raise ValueError(f"max_alternatives must be an int >= 0, got {max_alternatives!r}")
-        self.max_alternatives = max_alternatives
+        self.max_alternatives = check_count("max_alternatives", max_alternatives)
         self.temperature = check_positive("temperature", temperature)
         self._limit = ILS._checked(0.0, "midpoint", self.temperature)
 

@@ -93,7 +93,7 @@ from pyro_ils.infer.site_probe import (
     warn_if_nothing_enumerated,
 )
 from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
-from pyro_ils.options import DEFAULT_PROJECTION, check_ils_temperature
+from pyro_ils.options import DEFAULT_PROJECTION, check_count, check_ils_temperature
 from pyro_ils.poutine.routing import (
     DIFF_KEY,
     GivenValueMessenger,
@@ -214,14 +214,6 @@ class _ChoosingMessenger(_PlainDrawMessenger):
         super()._pyro_sample(msg)
 
 
-def check_max_alternatives(value) -> int:
-    if value is None:
-        return DEFAULT_MAX_ALTERNATIVES
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"max_alternatives must be an int >= 0, got {value!r}")
-    return value
-
-
 class DefaultChoice:
     """The default of one ILS ELBO: its budget and, for each model and guide it has
     run, the :class:`DefaultChoiceELBO` that runs it (or none, where the ELBO keeps
@@ -260,7 +252,9 @@ class DefaultChoice:
         """The default's state for an ELBO built with ``options`` (``step_size``,
         ``projection``, ``guide_log_prob``, an estimator other than ILS's); ``None``
         where any is given. ``temperature`` is the midpoint limit's."""
-        max_alternatives = check_max_alternatives(max_alternatives)
+        if max_alternatives is None:
+            max_alternatives = DEFAULT_MAX_ALTERNATIVES
+        max_alternatives = check_count("max_alternatives", max_alternatives)
         if any(option is not None for option in options) or max_alternatives == 0:
             return None
         if elbo_kwargs.get("vectorize_particles"):
