@@ -125,6 +125,7 @@ from pyro_ils.infer.ils_diff_plan import (
 )
 from pyro_ils.infer.ils_diff_surrogate import site_target, surrogate_loss
 from pyro_ils.infer.ils_elbo import site_kl
+from pyro_ils.poutine.routing import ILSMessenger
 
 __all__ = ["TraceILSDiff_ELBO"]
 
@@ -213,8 +214,9 @@ class TraceILSDiff_ELBO(Trace_ELBO):
     # -- traces -------------------------------------------------------------------
 
     def _wrap_guide(self, guide):
-        """The guide as traced: every routed site drawn plainly and marked."""
-        return _PlainDrawMessenger(self.step_size, self.projection)(guide)
+        """The guide as traced: every routed site drawn plainly and marked; a site that
+        names an estimator in ``infer={"ils": ...}`` routed through it instead."""
+        return ILSMessenger(stl=True)(_PlainDrawMessenger(self.step_size, self.projection)(guide))
 
     def _get_trace(self, model, guide, args, kwargs):
         self._subsamples = _SubsampleRecorder()

@@ -21,6 +21,7 @@ from pyro_ils import (
     TraceEnumILS_ELBO,
     TraceGraphILS_ELBO,
     TraceILS_ELBO,
+    TraceILSDiff_ELBO,
 )
 from pyro_ils.distributions import (
     STCategorical,
@@ -295,3 +296,38 @@ def test_unrouted_guide_keeps_its_score_function():
     trace = poutine.trace(_guide("categorical", "plain")).get_trace()
     trace.compute_score_parts()
     assert not is_identically_zero(trace.nodes["z"]["score_parts"].score_function)
+
+
+@pytest.mark.parametrize("elbo_cls", [TraceILS_ELBO, TraceILSDiff_ELBO])
+def test_site_estimator_next_to_exact_differences(elbo_cls):
+    """Under the exact-difference ELBOs (the default and ``TraceILSDiff_ELBO``), a site
+    that names an estimator is routed through it; the other site gets exact differences."""
+    data = torch.tensor([-2.3, 2.2, -1.9])
+
+    def guide(data):
+        logits = pyro.param("logits", torch.zeros(len(data), 3))
+        with pyro.plate("data", len(data)):
+            pyro.sample("z", dist.Categorical(logits=logits))
+            pyro.sample("w", dist.Categorical(logits=logits), infer={"ils": ReinMax(1.5)})
+
+    def model(data):
+        locs = torch.tensor([-2.0, 0.0, 2.0])
+        with pyro.plate("data", len(data)):
+            z = pyro.sample("z", dist.Categorical(logits=torch.zeros(3)))
+            w = pyro.sample("w", dist.Categorical(logits=torch.zeros(3)))
+            pyro.sample("x", dist.Normal(locs[z] + locs[w], 0.5), obs=data)
+
+    elbo = elbo_cls()
+    elbo.loss_and_grads(model, guide, data)  # the default chooses at its first step
+    runner = elbo._delegate(model, guide, (data,), {}) if elbo_cls is TraceILS_ELBO else elbo
+    _, guide_trace = next(iter(runner._get_traces(model, guide, (data,), {})))
+    w = guide_trace.nodes["w"]
+    assert surrogate_base(w["fn"]).estimator == ReinMax(1.5)
+    guide_trace.compute_score_parts()
+    assert is_identically_zero(w["score_parts"].score_function)
+    assert surrogate_base(guide_trace.nodes["z"]["fn"]) is None  # drawn plainly, differenced
+    if elbo_cls is TraceILS_ELBO:
+        assert elbo.site_choices["w"].member == "ReinMax(temperature=1.5)"
+        assert elbo.site_choices["z"].member == "exact differences"
+    grad = pyro.param("logits").unconstrained().grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
