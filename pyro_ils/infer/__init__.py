@@ -1,8 +1,8 @@
 """Inference: the ELBOs that route discrete guide sites through an estimator.
 
-One ELBO per module, as Pyro lays out its own: :mod:`~pyro_ils.infer.trace_ils_elbo`,
-:mod:`~pyro_ils.infer.tracegraph_ils_elbo` and :mod:`~pyro_ils.infer.traceenum_ils_elbo`
-(their shared part in :mod:`~pyro_ils.infer.ils_elbo`), the exact-difference ELBO
+One ELBO per module, as Pyro lays out its own: ``trace_ils_elbo``,
+``tracegraph_ils_elbo`` and ``traceenum_ils_elbo`` (their shared part in
+:mod:`~pyro_ils.infer.ils_elbo`), the exact-difference ELBO
 (:mod:`~pyro_ils.infer.trace_ils_diff_elbo` with its plan, alternatives and surrogate),
 the control-variate ELBO (:mod:`~pyro_ils.infer.trace_ils_cv_elbo`), and the
 multi-evaluation ELBOs ILS is compared with (RLOO, MuProp, REBAR and RELAX).
