@@ -623,9 +623,10 @@ def goal_robustness(data: dict, untuned: dict | None = None) -> tuple[list[str],
         "",
         "`mirror_rms` divides the step by the spread of `dL/dz` over the site's draws, so "
         "its target does not change when the loss is multiplied by a constant (a mean "
-        "instead of a sum; tested in `tests/estimators/test_ils_variants.py`); every ILS projection "
-        "divides out plate subsampling and `poutine.scale` "
-        "(`tests/poutine/test_site_weight.py`); so does `TraceILSDiff_ELBO`, whose differences are "
+        "instead of a sum; tested in `tests/estimators/test_ils_variants.py`); every ILS "
+        "projection divides out plate subsampling and `poutine.scale` "
+        "(`tests/poutine/test_site_weight.py`); so does `TraceILSDiff_ELBO`, whose "
+        "differences are "
         "divided by the draw's weight (`tests/infer/test_ils_diff.py`). Its limit "
         "(`step_size=0`) has no target to move: its gradient is multiplied by exactly the "
         "factor that multiplies the loss (a mean instead of a sum), as every other "

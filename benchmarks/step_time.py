@@ -1,39 +1,48 @@
-"""SVI step time: TraceILS_ELBO on an integer-indexed mixture vs straight-through.
+"""SVI step time: ILS against straight-through on one model, through one mechanism.
 
-The issue's requirement: report the SVI step time of ``TraceILS_ELBO`` on a
-mixture model written with integer indexing (``locs[z]``) against ``Trace_ELBO``
-with ``RelaxedOneHotCategoricalStraightThrough`` on the same model written with
-one-hot matrix products (``z @ locs``), at N = 10,000 data points and K = 10 and
-K = 100 components. Target: ILS at most 1.3x the straight-through step time.
+The issue's requirement: with one model written one way for both sides (a mixture
+indexed by the draw, ``locs[z]``, with a plain ``dist.Categorical`` guide), the step
+of ``TraceILS_ELBO(estimator=ILS(...))`` costs at most 1.3x that of
+``TraceILS_ELBO(estimator=StraightThrough())`` (the draws of ``STCategorical``, routed
+through the same exact-draw function), at N = 10,000 data points and K = 10 and
+K = 100 components. Both sides then share the sampler, the index tensor, the
+site weight and the ELBO; they differ only in ``estimator.backward``.
 
-Model (both writings): a K-component Gaussian mixture on D-dimensional data with
-learnable component means ``locs`` (K, D), a fixed isotropic scale and a uniform
-Categorical prior on the assignments; the guide holds per-datapoint logits of
-shape (N, K) inside ``pyro.plate("data", N)`` (no subsampling).
+Model: a K-component Gaussian mixture on D-dimensional data with learnable component
+means ``locs`` (K, D), a fixed isotropic scale and a uniform Categorical prior on the
+assignments; the guide holds per-datapoint logits of shape (N, K) inside
+``pyro.plate("data", N)`` (no subsampling).
 
-Variants timed (the first two are the headline comparison; the others are
-extra rows showing where the time goes):
+Variants timed (``TraceILS_ELBO(estimator=X)`` on that model and guide, unless said):
 
-* ``ils_index``: ``dist.Categorical`` guide, ``Normal(locs[z], s)`` model,
-  ``TraceILS_ELBO()`` (the guide site is routed to ``ILSCategorical``).
-* ``st_matmul``: ``RelaxedOneHotCategoricalStraightThrough`` guide,
-  ``OneHotCategorical`` prior, ``Normal(z @ locs, s)`` model, ``Trace_ELBO()``.
-* ``reinforce_index``: ``dist.Categorical`` guide on the indexing model,
-  plain ``Trace_ELBO()`` (score function).
-* ``ils_onehot_matmul``: ``ILSOneHotCategorical`` guide on the matmul model,
-  ``TraceILS_ELBO()``.
+* ``ils_midpoint``: ``X = ILS(0.0, "midpoint")``, the default's member for sites
+  with many alternatives (at temperature 1 its backward is ReinMax's); headline.
+* ``ils_euclidean``: ``X = ILS(1.0, "euclidean")``, the original method; headline.
+* ``st_index``: ``X = StraightThrough()``, the reference of the headline ratios.
+* ``reinmax_index``: ``X = ReinMax(1.0)``.
+* ``default_index``: ``TraceILS_ELBO()``, the default. At K <= 20 it picks exact
+  differences (one more run of the model per alternative) and above the midpoint
+  limit at temperature 2, both with the analytic KL; its own row, not in the headline.
+* ``reinforce_index``: plain ``Trace_ELBO()`` (score function); context.
+* ``pyro_st_gumbel_matmul``: ``Trace_ELBO()`` with Pyro's
+  ``RelaxedOneHotCategoricalStraightThrough`` guide on the model written with one-hot
+  products (``z @ locs``, prior ``OneHotCategorical``): the issue's earlier baseline,
+  a different writing of the model; context.
 
-Timing: per variant a warm-up, then ``rounds`` rounds in which every variant
-runs ``steps`` timed ``svi.step`` calls in turn (interleaving spreads machine
-drift over all variants). Reported: median and interquartile range of the
-per-step wall time and process CPU time (the headline ratio uses wall time).
+Timing: per variant a warm-up, then ``rounds`` rounds in which every variant runs
+``steps`` timed ``svi.step`` calls in turn (interleaving spreads machine drift over
+all variants). Reported: median and interquartile range of the per-step wall time and
+process CPU time; each headline ratio is the ratio of the medians, with the
+interquartile range of the per-round ratios (the median step of a round over the
+reference's in the same round). ``--profile`` adds an operator profile per variant
+and the time of each estimator's backward alone on tensors of the step's shape.
 
 Usage::
 
     python benchmarks/step_time.py                 # full run, writes JSON + docs/performance.md
     python benchmarks/step_time.py --quick         # CI smoke test (small N, few steps)
     python benchmarks/step_time.py --render-only   # regenerate the markdown from the JSON
-    python benchmarks/step_time.py --profile       # also print an op-level profile per variant
+    python benchmarks/step_time.py --profile       # also profile each variant
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ from pyro.optim import Adam
 from tqdm import tqdm
 
 import pyro_ils
-from pyro_ils import ILSOneHotCategorical, TraceILS_ELBO
+from pyro_ils import TraceILS_ELBO
+from pyro_ils.estimators import ILS, ReinMax, StraightThrough
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "step_time.json"
@@ -67,26 +77,53 @@ DEFAULT_DOCS = REPO / "docs" / "performance.md"
 QUICK_OUT = REPO / "benchmarks" / "results" / "step_time_quick.json"
 QUICK_DOCS = REPO / "benchmarks" / "results" / "step_time_quick.md"
 
-#: The target from the issue: ILS step time at most this multiple of straight-through.
+#: The target from the issue: an ILS step at most this multiple of straight-through's.
 TARGET_RATIO = 1.3
-HEADLINE = ("ils_index", "st_matmul")
+#: The ILS variants of the headline, each over :data:`REFERENCE`.
+HEADLINE_ILS = ("ils_midpoint", "ils_euclidean")
+REFERENCE = "st_index"
+#: The issue's earlier baseline (another writing of the model), a column of context.
+ISSUE_BASELINE = "pyro_st_gumbel_matmul"
+
+#: Rounds of the estimators' backward alone (``--profile``).
+BACKWARD_ROUNDS = 50
+#: The estimators of the variants run as ``TraceILS_ELBO(estimator=...)``.
+ESTIMATORS = {
+    "ils_midpoint": lambda: ILS(0.0, "midpoint"),
+    "ils_euclidean": lambda: ILS(1.0, "euclidean"),
+    "st_index": StraightThrough,
+    "reinmax_index": lambda: ReinMax(1.0),
+}
 
 VARIANTS = {
-    "ils_index": {
-        "label": "TraceILS_ELBO, Categorical guide, `locs[z]`",
+    "ils_midpoint": {
+        "label": '`TraceILS_ELBO(estimator=ILS(0.0, "midpoint"))`',
         "role": "headline (ILS)",
     },
-    "st_matmul": {
-        "label": "Trace_ELBO, RelaxedOneHotCategoricalStraightThrough guide, `z @ locs`",
-        "role": "headline (baseline)",
+    "ils_euclidean": {
+        "label": '`TraceILS_ELBO(estimator=ILS(1.0, "euclidean"))`',
+        "role": "headline (ILS)",
+    },
+    "st_index": {
+        "label": "`TraceILS_ELBO(estimator=StraightThrough())`",
+        "role": "headline (reference)",
+    },
+    "reinmax_index": {
+        "label": "`TraceILS_ELBO(estimator=ReinMax(1.0))`",
+        "role": "same model",
+    },
+    "default_index": {
+        "label": "`TraceILS_ELBO()`, the default",
+        "role": "same model, own row",
     },
     "reinforce_index": {
-        "label": "Trace_ELBO, Categorical guide (score function), `locs[z]`",
-        "role": "extra",
+        "label": "`Trace_ELBO()`, score function",
+        "role": "context",
     },
-    "ils_onehot_matmul": {
-        "label": "TraceILS_ELBO, ILSOneHotCategorical guide, `z @ locs`",
-        "role": "extra",
+    "pyro_st_gumbel_matmul": {
+        "label": "`Trace_ELBO()`, Pyro's `RelaxedOneHotCategoricalStraightThrough`, "
+        "model written `z @ locs`",
+        "role": "context (the issue's earlier baseline)",
     },
 }
 
@@ -146,19 +183,14 @@ def make_variant(name: str, data, init_locs, scale: float, temperature: float):
             )
             pyro.sample("z", st)
 
-    def guide_ils_onehot(data):
-        logits = logits_param()
-        with pyro.plate("data", n):
-            pyro.sample("z", ILSOneHotCategorical(logits=logits))
-
-    if name == "ils_index":
+    if name in ESTIMATORS:
+        return model_index, guide_categorical, TraceILS_ELBO(estimator=ESTIMATORS[name]())
+    if name == "default_index":
         return model_index, guide_categorical, TraceILS_ELBO()
-    if name == "st_matmul":
-        return model_matmul, guide_st, Trace_ELBO()
     if name == "reinforce_index":
         return model_index, guide_categorical, Trace_ELBO()
-    if name == "ils_onehot_matmul":
-        return model_matmul, guide_ils_onehot, TraceILS_ELBO()
+    if name == ISSUE_BASELINE:
+        return model_matmul, guide_st, Trace_ELBO()
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -182,7 +214,7 @@ def timed_step(svi: SVI, data, device: torch.device) -> tuple[float, float, floa
 
 def summarize(times: list[float], prefix: str = "") -> dict:
     ms = sorted(1e3 * t for t in times)
-    q1, q2, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else ms * 3
+    q1, q2, q3 = quartiles(ms)
     stats = {
         "median_ms": q2,
         "q1_ms": q1,
@@ -195,15 +227,44 @@ def summarize(times: list[float], prefix: str = "") -> dict:
     return {prefix + key: value for key, value in stats.items()}
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """``(q1, median, q3)`` (inclusive method; one value: itself three times)."""
+    values = sorted(values)
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def ratio_stats(variants: dict, name: str, reference: str) -> dict:
+    """``name``'s step over ``reference``'s: the ratio of the medians (wall and CPU
+    time), and the quartiles of the per-round ratios of the round medians."""
+    num, den = variants[name], variants[reference]
+    rounds = [a / b for a, b in zip(num["round_medians_ms"], den["round_medians_ms"], strict=True)]
+    q1, q2, q3 = quartiles(rounds)
+    ratio = num["median_ms"] / den["median_ms"]
+    return {
+        "ratio": ratio,
+        "cpu_ratio": num["cpu_median_ms"] / den["cpu_median_ms"],
+        "round_ratio_q1": q1,
+        "round_ratio_median": q2,
+        "round_ratio_q3": q3,
+        "round_ratios": [round(r, 4) for r in rounds],
+        "target_met": ratio <= TARGET_RATIO,
+    }
+
+
 def benchmark_k(k: int, args, device: torch.device, bar: tqdm) -> dict:
     data, init_locs = make_data(args.n, k, args.dim, args.scale, args.seed, device)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
-    svis, times, cpu_times, losses = {}, {}, {}, {}
+    svis, elbos, times, cpu_times, round_medians, losses = {}, {}, {}, {}, {}, {}
     for name in args.variants:
-        model, guide, loss = make_variant(name, data, init_locs, args.scale, args.temperature)
-        svis[name] = SVI(model, guide, Adam({"lr": args.lr}), loss=loss)
-        times[name], cpu_times[name], losses[name] = [], [], []
+        model, guide, elbos[name] = make_variant(
+            name, data, init_locs, args.scale, args.temperature
+        )
+        svis[name] = SVI(model, guide, Adam({"lr": args.lr}), loss=elbos[name])
+        times[name], cpu_times[name], round_medians[name], losses[name] = [], [], [], []
     for name, svi in svis.items():
         bar.set_postfix_str(f"K={k} warm-up {name}")
         for _ in range(args.warmup):
@@ -213,28 +274,36 @@ def benchmark_k(k: int, args, device: torch.device, bar: tqdm) -> dict:
         for name, svi in svis.items():
             bar.set_postfix_str(f"K={k} round {r + 1}/{args.rounds} {name}")
             gc.collect()
+            this_round = []
             for _ in range(args.steps):
                 dt, dc, loss = timed_step(svi, data, device)
-                times[name].append(dt)
+                this_round.append(dt)
                 cpu_times[name].append(dc)
                 losses[name].append(loss)
                 bar.update()
+            times[name] += this_round
+            round_medians[name].append(statistics.median(this_round))
     result = {"K": k, "N": args.n, "variants": {}}
     for name in args.variants:
-        result["variants"][name] = {
+        entry = result["variants"][name] = {
             **VARIANTS[name],
             "num_steps": len(times[name]),
             **summarize(times[name]),
             **summarize(cpu_times[name], prefix="cpu_"),
+            "round_medians_ms": [round(1e3 * t, 4) for t in round_medians[name]],
             "step_times_ms": [round(1e3 * t, 4) for t in times[name]],
             "step_cpu_times_ms": [round(1e3 * t, 4) for t in cpu_times[name]],
             "last_loss": losses[name][-1],
         }
-    if all(v in result["variants"] for v in HEADLINE):
-        ils, st = (result["variants"][v] for v in HEADLINE)
-        result["ratio_ils_over_st"] = ils["median_ms"] / st["median_ms"]
-        result["cpu_ratio_ils_over_st"] = ils["cpu_median_ms"] / st["cpu_median_ms"]
-        result["target_met"] = result["ratio_ils_over_st"] <= TARGET_RATIO
+        choices = getattr(elbos[name], "site_choices", None)
+        if name == "default_index" and choices:
+            entry["site_choices"] = {site: str(choice) for site, choice in choices.items()}
+    if REFERENCE in result["variants"]:
+        result["ratios"] = {
+            name: ratio_stats(result["variants"], name, REFERENCE)
+            for name in args.variants
+            if name != REFERENCE
+        }
     return result
 
 
@@ -274,6 +343,31 @@ def profile_k(k: int, args, device: torch.device, steps: int = 3, top: int = 15)
     return out
 
 
+def time_backward_k(k: int, args, device: torch.device, rounds: int = BACKWARD_ROUNDS) -> dict:
+    """Wall time (ms, median and quartiles) of each estimator's ``backward`` alone, on
+    tensors of the step's shape (N, K), interleaved over ``rounds``: the only code in
+    which the same-model variants differ."""
+    gen = torch.Generator().manual_seed(args.seed)
+    logits = torch.randn(args.n, k, generator=gen).to(device)
+    index = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(-1).to(device)
+    onehot = torch.nn.functional.one_hot(index, k).to(logits.dtype)
+    g = torch.randn(args.n, k, generator=gen).to(device)
+    weight = torch.ones((), device=device).expand(args.n)
+    estimators = {name: make() for name, make in ESTIMATORS.items() if name in args.variants}
+    times = {name: [] for name in estimators}
+    for _ in range(rounds):
+        for name, estimator in estimators.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            estimator.backward(logits, onehot, g, None, weight)
+            _sync(device)
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return {
+        name: dict(zip(("q1_ms", "median_ms", "q3_ms"), quartiles(ts), strict=True))
+        for name, ts in times.items()
+    }
+
+
 # ---------------------------------------------------------------------------
 # Environment
 
@@ -296,36 +390,30 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def git_revision() -> str | None:
+def _git(*argv: str) -> str:
+    return subprocess.run(
+        ["git", *argv], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def git_state() -> dict:
+    """The commit checked out, whether the tracked files are clean, and a short
+    revision string (``-dirty`` plus the hash of the package diff when they are not)."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if dirty:
-            # Identify the uncommitted package code that was measured.
-            diff = subprocess.run(
-                ["git", "diff", "HEAD", "--", "pyro_ils"],
-                cwd=REPO,
-                capture_output=True,
-                check=True,
-            ).stdout
-            rev += "-dirty"
-            if diff:
-                rev += f", pyro_ils diff sha1 {hashlib.sha1(diff).hexdigest()[:10]}"
-        return rev
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return {"git_revision": None, "git_commit": None, "git_clean": None}
+    rev = commit[:7]
+    if dirty:
+        # Identify the uncommitted package code that was measured.
+        diff = subprocess.run(
+            ["git", "diff", "HEAD", "--", "pyro_ils"], cwd=REPO, capture_output=True
+        ).stdout
+        rev += "-dirty"
+        if diff:
+            rev += f", pyro_ils diff sha1 {hashlib.sha1(diff).hexdigest()[:10]}"
+    return {"git_revision": rev, "git_commit": commit, "git_clean": not dirty}
 
 
 def environment(args, device: torch.device) -> dict:
@@ -339,7 +427,8 @@ def environment(args, device: torch.device) -> dict:
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "pyro_ils": pyro_ils.__version__,
-        "git_revision": git_revision(),
+        **git_state(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
         "pyro_validation": pyro.infer.util.is_validation_enabled(),
     }
     if device.type == "cuda":
@@ -369,6 +458,161 @@ def _fmt_load(load) -> str:
     return "n/a" if not load else ", ".join(f"{x:.2f}" for x in load)
 
 
+def _verdict(target: float, verdicts: list[tuple[int, bool]]) -> str:
+    met_ks = [str(k) for k, met in verdicts if met]
+    missed_ks = [str(k) for k, met in verdicts if not met]
+    if not missed_ks:
+        return f"met at every K measured ({', '.join(met_ks)})"
+    if not met_ks:
+        return f"**NOT met** (K = {', '.join(missed_ks)})"
+    return f"met at K = {', '.join(met_ks)} and **NOT met** at K = {', '.join(missed_ks)}"
+
+
+def _ratio_cells(r: dict) -> str:
+    return (
+        f"{r['ratio']:.2f}x | {r['round_ratio_q1']:.2f} to {r['round_ratio_q3']:.2f} "
+        f"| {r['cpu_ratio']:.2f}x"
+    )
+
+
+def _headline(results: dict, target: float) -> list[str]:
+    lines = [
+        "## Headline: ILS / straight-through, the same model",
+        "",
+        "Each ILS variant's median step over straight-through's "
+        f"(`{REFERENCE}`) at the same K; the IQR is that of the per-round ratios.",
+        "",
+        "| K | N | ILS variant | ILS median (ms) | ST median (ms) | ratio (wall) "
+        f"| per-round ratio IQR | ratio (CPU time) | target <= {target}x |",
+        "|---:|---:|:---|---:|---:|---:|---:|---:|:---|",
+    ]
+    verdicts = {name: [] for name in HEADLINE_ILS}
+    for res in results["results"]:
+        ratios = res.get("ratios", {})
+        for name in HEADLINE_ILS:
+            if name not in ratios:
+                continue
+            r = ratios[name]
+            verdicts[name].append((res["K"], r["target_met"]))
+            lines.append(
+                f"| {res['K']} | {res['N']:,} | {VARIANTS[name]['label']} "
+                f"| {res['variants'][name]['median_ms']:.1f} "
+                f"| {res['variants'][REFERENCE]['median_ms']:.1f} | {_ratio_cells(r)} "
+                f"| {'met' if r['target_met'] else '**not met**'} |"
+            )
+    lines.append("")
+    for name, found in verdicts.items():
+        if found:
+            lines.append(
+                f"* {VARIANTS[name]['label']}: the {target}x target is {_verdict(target, found)}."
+            )
+    return lines + [""]
+
+
+def _default_section(results: dict) -> list[str]:
+    rows = [res for res in results["results"] if "default_index" in res.get("ratios", {})]
+    if not rows:
+        return []
+    lines = [
+        "## The default, `TraceILS_ELBO()`",
+        "",
+        "Not part of the headline: the default picks a member per site "
+        "(`pyro_ils.site_choice`). Up to 20 alternatives it takes exact differences, "
+        "which run the model and the guide once more over all K alternatives of each "
+        "draw (stacked along a new batch dim), so its step grows with K and is not a "
+        "single-evaluation estimator's; above 20 it takes the midpoint limit at "
+        "temperature 2. Both use the analytic KL of the guide to the prior.",
+        "",
+        "| K | what the default picked | median (ms) | ST median (ms) | ratio (wall) "
+        "| per-round ratio IQR | ratio (CPU time) |",
+        "|---:|:---|---:|---:|---:|---:|---:|",
+    ]
+    for res in rows:
+        v = res["variants"]["default_index"]
+        choice = "; ".join(f"`{site}`: {c}" for site, c in v.get("site_choices", {}).items())
+        lines.append(
+            f"| {res['K']} | {choice or 'n/a'} | {v['median_ms']:.1f} "
+            f"| {res['variants'][REFERENCE]['median_ms']:.1f} "
+            f"| {_ratio_cells(res['ratios']['default_index'])} |"
+        )
+    return lines + [""]
+
+
+def _variants_section(results: dict) -> list[str]:
+    lines = ["## All variants", ""]
+    for res in results["results"]:
+        variants = res["variants"]
+        base = variants.get(REFERENCE)
+        issue = variants.get(ISSUE_BASELINE)
+        lines += [
+            f"### K = {res['K']}, N = {res['N']:,}",
+            "",
+            "| variant | role | median (ms) | IQR (ms) | min (ms) | CPU median (ms) "
+            "| vs ST (wall) | vs Pyro's ST-Gumbel `z @ locs` (wall) |",
+            "|:---|:---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, v in variants.items():
+            rel = f"{v['median_ms'] / base['median_ms']:.2f}x" if base else "n/a"
+            rel_issue = f"{v['median_ms'] / issue['median_ms']:.2f}x" if issue else "n/a"
+            lines.append(
+                f"| {v['label']} (`{name}`) | {v['role']} | {v['median_ms']:.1f} "
+                f"| {v['iqr_ms']:.1f} ({v['q1_ms']:.1f} to {v['q3_ms']:.1f}) "
+                f"| {v['min_ms']:.1f} | {v['cpu_median_ms']:.1f} | {rel} | {rel_issue} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _profile_sections(results: dict) -> list[str]:
+    lines = []
+    backward = results.get("backward_only")
+    if backward:
+        names = list(next(iter(backward.values())))
+        lines += [
+            "## The estimators' backward alone",
+            "",
+            "From the same run (`--profile`): the wall time of `estimator.backward` on "
+            "tensors of the step's shape (N, K), each estimator in turn over "
+            f"{results.get('backward_rounds', BACKWARD_ROUNDS)} rounds, "
+            "median (q1 to q3), in ms. It is the only code in which the same-model "
+            "variants differ.",
+            "",
+            "| K | " + " | ".join(f"`{n}`" for n in names) + " |",
+            "|---:|" + "---:|" * len(names),
+        ]
+        for k, per_name in backward.items():
+            cells = [
+                f"{t['median_ms']:.2f} ({t['q1_ms']:.2f} to {t['q3_ms']:.2f})"
+                for t in per_name.values()
+            ]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        lines.append("")
+    profiles = results.get("profiles")
+    if profiles:
+        lines += [
+            "## Where the time goes (operator profile)",
+            "",
+            "From the same run (`--profile`): `torch.profiler` over a few extra steps per "
+            "variant, operators grouped by input shape, the most expensive by self CPU time "
+            "per step. Profiling adds overhead; read the shares, not the absolute values.",
+            "",
+        ]
+        for k, per_variant in profiles.items():
+            for name in (*HEADLINE_ILS, REFERENCE):
+                if name in per_variant:
+                    lines += [
+                        f"<details><summary>K = {k}, {name}</summary>",
+                        "",
+                        "```text",
+                        per_variant[name],
+                        "```",
+                        "",
+                        "</details>",
+                        "",
+                    ]
+    return lines
+
+
 def render_markdown(results: dict, json_path: Path, command: str) -> str:
     env, s = results["environment"], results["settings"]
     try:
@@ -376,6 +620,14 @@ def render_markdown(results: dict, json_path: Path, command: str) -> str:
     except ValueError:
         json_rel = json_path
     target = results.get("target_ratio", TARGET_RATIO)
+    if env.get("git_clean"):
+        code = f"Measured at commit `{env['git_commit']}`, tracked files clean."
+    else:
+        code = "Measured with uncommitted changes to the tracked files (see the revision above)."
+    listed = "".join(
+        f"* `{name}`: {VARIANTS[name]['label']} ({VARIANTS[name]['role']});\n"
+        for name in s["variants"]
+    )
     lines = [
         "# Performance: SVI step time",
         "",
@@ -393,14 +645,14 @@ def render_markdown(results: dict, json_path: Path, command: str) -> str:
         + ("" if str(json_rel) == str(DEFAULT_OUT.relative_to(REPO)) else f" --out {json_rel}")
         + "`.",
         "",
-        f"**Machine:** {machine_line(env)}",
+        f"**Machine:** {machine_line(env)} {code}",
         "",
         f"**Run:** {results['timestamp']}, {env.get('benchmark_wall_s', 'n/a')} s in all; "
         f"load average (1, 5, 15 min) {_fmt_load(env.get('loadavg_start'))} at the start and "
         f"{_fmt_load(env.get('loadavg_end'))} at the end, on {env['cpu_count']} logical CPUs. "
-        "A load above the CPU count means other processes shared the machine: absolute "
-        "times are then inflated and noisy; the ratios, taken from interleaved rounds, "
-        "are the robust part.",
+        "A load near or above the CPU count means other processes shared the machine: "
+        "absolute times are then inflated and noisy; the ratios, taken from interleaved "
+        "rounds, are the robust part.",
         "",
         "## What is measured",
         "",
@@ -409,97 +661,39 @@ def render_markdown(results: dict, json_path: Path, command: str) -> str:
         f"dimensions: learnable `locs` (K, {s['dim']}), fixed scale {s['scale']}, uniform "
         "Categorical prior; the guide holds per-datapoint logits (N, K) in "
         "`pyro.plate('data', N)`, no subsampling. The data are generated in the script "
-        f"(seed {s['seed']}). Each variant gets {s['warmup']} warm-up step(s), then "
-        f"{s['rounds']} interleaved rounds (every variant in turn) of {s['steps']} timed "
-        f"steps, {s['rounds'] * s['steps']} per variant. Tables give the median and the "
+        f"(seed {s['seed']}).",
+        "",
+        "The issue's comparison: one model written one way for both sides, the mean "
+        "indexed by the draw (`Normal(locs[z], scale)`) with a plain `dist.Categorical` "
+        "guide, trained by `TraceILS_ELBO(estimator=X)`. Every estimator then goes "
+        "through the same mechanism: the same sampler, the same exact-draw autograd "
+        "function (`pyro_ils/ops/exact_draw.py`) and index tensor, the same site weight; "
+        "only `X.backward` differs. Straight-through (`StraightThrough()`, the backward "
+        "of `STCategorical`) is the reference of the ratios. The variants:",
+        "",
+        listed,
+        f"Each variant gets {s['warmup']} warm-up step(s), then {s['rounds']} interleaved "
+        f"rounds (every variant in turn) of {s['steps']} timed steps, "
+        f"{s['rounds'] * s['steps']} per variant. Tables give the median and the "
         "interquartile range (IQR) of the per-step wall time, and the median per-step "
-        "process CPU time (less sensitive to other load on the machine). "
-        f"Straight-through temperature {s['temperature']}. One torch thread by default: the "
-        "step is dominated by many small-to-medium tensor ops, and intra-op threading "
-        "made the timings several times slower and erratic on small shared VMs.",
+        "process CPU time (less sensitive to other load on the machine). A ratio is that "
+        "of the medians; its IQR is that of the per-round ratios (a round's median step of "
+        "the variant over straight-through's in the same round). "
+        f"Pyro's ST-Gumbel (context only) at temperature {s['temperature']}, built with "
+        "`validate_args=False` because, in float32, its clamped relaxed value fails "
+        f"Pyro's simplex support check. Pyro validation "
+        f"{'on' if s.get('validation', True) else 'off'}. One torch thread: the step is "
+        "dominated by many small-to-medium tensor ops, and intra-op threading made the "
+        "timings several times slower and erratic on small shared VMs. This is a timing "
+        "benchmark only: it says nothing about the quality of the gradient estimators.",
         "",
-        f"The issue's target: `TraceILS_ELBO` on the indexing model (`locs[z]`) at most "
-        f"{target}x `Trace_ELBO` with `RelaxedOneHotCategoricalStraightThrough` on the "
-        "one-hot matmul model (`z @ locs`, prior `OneHotCategorical`). The ST guide is built "
-        "with `validate_args=False` because, in float32, its clamped relaxed value fails "
-        "Pyro's simplex support check. The other rows show where the time goes. This is a "
-        "timing benchmark only: it says nothing about the quality of the gradient "
-        "estimators.",
-        "",
-        "## Headline: ILS / straight-through",
-        "",
-        "| K | N | ILS `locs[z]` median (ms) | ST `z @ locs` median (ms) | ratio ILS/ST (wall) "
-        f"| ratio ILS/ST (CPU time) | target <= {target}x |",
-        "|---:|---:|---:|---:|---:|---:|:---|",
     ]
-    verdicts = []
-    for res in results["results"]:
-        if "ratio_ils_over_st" not in res:
-            continue
-        ils, st = (res["variants"][v]["median_ms"] for v in HEADLINE)
-        met = res["target_met"]
-        verdicts.append((res["K"], met))
-        lines.append(
-            f"| {res['K']} | {res['N']:,} | {ils:.1f} | {st:.1f} "
-            f"| {res['ratio_ils_over_st']:.2f}x | {res['cpu_ratio_ils_over_st']:.2f}x "
-            f"| {'met' if met else '**not met**'} |"
-        )
-    lines.append("")
-    if verdicts:
-        met_ks = [str(k) for k, met in verdicts if met]
-        missed_ks = [str(k) for k, met in verdicts if not met]
-        if not missed_ks:
-            lines.append(f"**The {target}x target is met at every K measured.**")
-        elif not met_ks:
-            lines.append(f"**The {target}x target is NOT met** (K = {', '.join(missed_ks)}).")
-        else:
-            lines.append(
-                f"**The {target}x target is met at K = {', '.join(met_ks)} and NOT met at "
-                f"K = {', '.join(missed_ks)}.**"
-            )
+    lines += _headline(results, target)
     if s.get("quick"):
-        lines += ["", "*Quick (smoke-test) run: small N and few steps; not the benchmark.*"]
-    lines += ["", "## All variants", ""]
-    for res in results["results"]:
-        base = res["variants"].get("st_matmul")
-        lines += [
-            f"### K = {res['K']}, N = {res['N']:,}",
-            "",
-            "| variant | role | median (ms) | IQR (ms) | min (ms) | CPU median (ms) "
-            "| vs ST (wall) |",
-            "|:---|:---|---:|---:|---:|---:|---:|",
-        ]
-        for name, v in res["variants"].items():
-            rel = f"{v['median_ms'] / base['median_ms']:.2f}x" if base else "n/a"
-            lines.append(
-                f"| {v['label']} (`{name}`) | {v['role']} | {v['median_ms']:.1f} "
-                f"| {v['iqr_ms']:.1f} ({v['q1_ms']:.1f} to {v['q3_ms']:.1f}) "
-                f"| {v['min_ms']:.1f} | {v['cpu_median_ms']:.1f} | {rel} |"
-            )
-        lines.append("")
-    profiles = results.get("profiles")
-    if profiles:
-        lines += [
-            "## Where the time goes (operator profile)",
-            "",
-            "From the same run (`--profile`): `torch.profiler` over a few extra steps per "
-            "variant, operators grouped by input shape, the most expensive by self CPU time "
-            "per step. Profiling adds overhead; read the shares, not the absolute values.",
-            "",
-        ]
-        for k, per_variant in profiles.items():
-            for name in HEADLINE:
-                if name in per_variant:
-                    lines += [
-                        f"<details><summary>K = {k}, {name}</summary>",
-                        "",
-                        "```text",
-                        per_variant[name],
-                        "```",
-                        "",
-                        "</details>",
-                        "",
-                    ]
+        lines += ["*Quick (smoke-test) run: small N and few steps; not the benchmark.*", ""]
+    lines += _default_section(results)
+    lines += _variants_section(results)
+    lines += _profile_sections(results)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -515,15 +709,20 @@ def parse_args(argv=None):
     p.add_argument("--ks", type=int, nargs="+", default=[10, 100], help="components K")
     p.add_argument("--dim", type=int, default=2, help="data dimension (default 2)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per variant (5)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (4)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per round (10)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (60)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round (3)")
     p.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads (default 1, see docs)"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--scale", type=float, default=0.5, help="mixture component scale")
-    p.add_argument("--temperature", type=float, default=0.5, help="straight-through temperature")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="temperature of Pyro's ST-Gumbel (context row)",
+    )
     p.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME"
     )
@@ -539,14 +738,16 @@ def parse_args(argv=None):
         "--render-only", action="store_true", help="rewrite the markdown from --out; no run"
     )
     p.add_argument(
-        "--profile", action="store_true", help="also profile each variant (torch.profiler)"
+        "--profile",
+        action="store_true",
+        help="also profile each variant (torch.profiler) and time each estimator's backward",
     )
     args = p.parse_args(argv)
     if args.quick:
         defaults = {"n": 1000, "warmup": 1, "rounds": 1, "steps": 3, "out": QUICK_OUT}
         defaults["docs"] = QUICK_DOCS
     else:
-        defaults = {"n": 10_000, "warmup": 5, "rounds": 4, "steps": 10, "out": DEFAULT_OUT}
+        defaults = {"n": 10_000, "warmup": 5, "rounds": 60, "steps": 3, "out": DEFAULT_OUT}
         defaults["docs"] = DEFAULT_DOCS
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -620,16 +821,23 @@ def main(argv=None) -> int:
     }
     for res in results:
         row = "  ".join(f"{n}={v['median_ms']:.1f}ms" for n, v in res["variants"].items())
-        ratio = res.get("ratio_ils_over_st")
-        extra = f"  ILS/ST={ratio:.2f}x" if ratio is not None else ""
-        print(f"K={res['K']}: {row}{extra}")
+        ratios = "  ".join(
+            f"{n}/ST={res['ratios'][n]['ratio']:.2f}x"
+            for n in HEADLINE_ILS
+            if n in res.get("ratios", {})
+        )
+        print(f"K={res['K']}: {row}  {ratios}".rstrip())
 
     if args.profile:
-        out["profiles"] = {}
+        out["profiles"], out["backward_only"] = {}, {}
+        out["backward_rounds"] = BACKWARD_ROUNDS
         for k in args.ks:
             out["profiles"][str(k)] = prof = profile_k(k, args, device)
             for text in prof.values():
                 print(text)
+            out["backward_only"][str(k)] = backward = time_backward_k(k, args, device)
+            for name, t in backward.items():
+                print(f"K={k}: {name}.backward alone {t['median_ms']:.2f} ms")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

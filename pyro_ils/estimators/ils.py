@@ -24,8 +24,8 @@ from torch import Tensor
 
 from pyro_ils.estimators.base import Estimator, check_positive
 from pyro_ils.ops.draw_signal import per_draw_signal
-from pyro_ils.ops.projections import intermediate_target
-from pyro_ils.ops.softmax import softmax
+from pyro_ils.ops.projections import SECOND_ORDER_TARGETS, intermediate_target, midpoint_limit
+from pyro_ils.ops.softmax import finite, softmax
 from pyro_ils.options import check_count, check_ils_temperature, check_options
 
 __all__ = ["ILS", "DefaultILS"]
@@ -51,7 +51,9 @@ class ILS(Estimator):
 
     See :func:`~pyro_ils.ops.projections.intermediate_target` for each target's formula.
     The backward is linear in ``g`` (``linear``) only at ``step_size=0``, the small-step
-    limit of ``"midpoint"``, ``"midpoint_scaled"`` and ``"mirror"``.
+    limit of ``"midpoint"``, ``"midpoint_scaled"`` and ``"mirror"``; that of the two
+    midpoint targets is computed in closed form
+    (:func:`~pyro_ils.ops.projections.midpoint_limit`).
 
     :param float step_size: the step ``c >= 0`` (``0`` for the limit targets only).
     :param str projection: the target (default ``"euclidean"``, the original method).
@@ -86,6 +88,14 @@ class ILS(Estimator):
         return self.step_size == 0
 
     def backward(self, logits, onehot, g, support, weight, *aux) -> Tensor:
+        if self.step_size == 0 and self.projection in SECOND_ORDER_TARGETS:
+            # The midpoint limit is linear in g: w * limit(g / w) = limit(g), in closed
+            # form; the caller (exact_onehot) zeroes the draws of weight 0, as for
+            # every linear estimator.
+            g = finite(g)
+            if support is not None:
+                g = g.masked_fill(~support, 0.0)
+            return midpoint_limit(onehot, logits, g, self.temperature)
         pi = softmax(logits)
         g = per_draw_signal(g, weight, support)
         target = intermediate_target(

@@ -19,6 +19,7 @@ __all__ = [
     "SECOND_ORDER_TARGETS",
     "TARGETS",
     "LIMIT_TARGETS",
+    "midpoint_limit",
 ]
 
 #: The maps of the original method, whose step starts at the drawn vertex ``z``.
@@ -184,6 +185,36 @@ def _midpoint_target(
     # pi - pi_D = 2 (p1 - h(p1)) - (pi - h(pi)) / 2, divided by c where scaled.
     difference = 2.0 * (p1 - stepped_mid) - 0.5 * (pi - stepped_pi)
     return pi - (difference / step_size if scaled else difference)
+
+
+def midpoint_limit(z: Tensor, logits: Tensor, g: Tensor, temperature: float = 1.0) -> Tensor:
+    r"""``pi - pi_D`` of the second-order targets at ``c = 0`` (ReinMax's backward), in
+    closed form for a vertex ``z`` (a one-hot draw).
+
+    The limit is :math:`2 J(p_1)^\top g - \tfrac12 J(\pi)^\top g` with
+    :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)` and
+    :math:`p_1 = (q + z) / 2`, :math:`q = \mathrm{softmax}(\mathrm{logits} / \tau)`
+    (:func:`_midpoint_target` computes it so). With :math:`a = \langle \pi, g \rangle`,
+    :math:`a_q = \langle q, g \rangle` and :math:`b = \langle z, g \rangle = g_k`,
+    :math:`2 J(p_1)^\top g = (q + z) \odot (g - (a_q + b) / 2)`, and
+    :math:`z \odot (g - s) = z\, (b - s)` for a vertex, so
+
+    .. math:: \pi - \pi_D = q \odot \bigl(g - \tfrac{a_q + b}{2}\bigr)
+              - \tfrac12\, \pi \odot (g - a) + \tfrac12\, z\, (b - a_q),
+
+    which at :math:`\tau = 1` (:math:`q = \pi`) is
+    :math:`\tfrac12 \bigl(\pi \odot (g - b) + z\, (b - a)\bigr)`: the same values to
+    rounding, in a third of the passes over the ``(..., K)`` tensors.
+    """
+    pi = softmax(logits)
+    b = (g * z).sum(-1, keepdim=True)
+    a = (pi * g).sum(-1, keepdim=True)
+    if temperature == 1.0:
+        return torch.addcmul(z * (0.5 * (b - a)), pi, g - b, value=0.5)
+    q = softmax(logits / temperature)
+    a_q = (q * g).sum(-1, keepdim=True)
+    first = torch.addcmul(z * (0.5 * (b - a_q)), q, g - 0.5 * (a_q + b))
+    return torch.addcmul(first, pi, g - a, value=-0.5)
 
 
 def intermediate_target(

@@ -278,3 +278,57 @@ def test_a_site_dict_sets_the_temperature():
         poutine.trace(
             ILSMessenger()(lambda: pyro.sample("z", dist.Bernoulli(0.5), infer=bad))
         ).get_trace()
+
+
+def _general_limit(logits, onehot, g, support, weight, projection, tau):
+    """The limit as the general path computes it: ``w (pi - pi_D)`` with
+    ``pi_D = intermediate_target(z, g / w, 0, ...)``, zeroed where ``exact_onehot``
+    zeroes it (draws of weight 0, categories outside the support)."""
+    from pyro_ils.ops.draw_signal import per_draw_signal
+    from pyro_ils.ops.projections import intermediate_target
+
+    signal = per_draw_signal(g, weight, support)
+    target = intermediate_target(onehot, signal, 0.0, projection, support, logits, tau)
+    grad = weight.unsqueeze(-1) * (torch.softmax(logits, -1) - target)
+    grad = grad.masked_fill((weight == 0).unsqueeze(-1), 0.0)
+    return grad if support is None else grad.masked_fill(~support, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("num", [5, 40])
+@pytest.mark.parametrize("tau", [1.0, 2.0, 0.5])
+@pytest.mark.parametrize("projection", ["midpoint", "midpoint_scaled"])
+def test_limit_closed_form_is_the_general_path(projection, tau, num, dtype):
+    """``ILS(0, "midpoint").backward`` takes the limit in closed form; through the exact
+    draw it gives the general path's gradient to rounding, with weights (scales, a
+    masked-out draw), categories outside the support and non-finite incoming
+    gradients. ``num = 40`` takes the built-in softmax, ``5`` the written-out one."""
+    from pyro_ils.estimators import ILS
+    from pyro_ils.ops.exact_draw import exact_onehot
+
+    gen = torch.Generator().manual_seed(12)
+    rows = 64
+    logits = 3 * torch.randn(rows, num, dtype=torch.float64, generator=gen)
+    support = torch.rand(rows, num, generator=gen) > 0.2
+    support[:, 0] = True
+    logits = logits.masked_fill(~support, -torch.inf).to(dtype)
+    index = torch.multinomial(torch.softmax(logits.double(), -1), 1, generator=gen).squeeze(-1)
+    onehot = F.one_hot(index, num).to(dtype)
+    g = 10 * torch.randn(rows, num, dtype=torch.float64, generator=gen).to(dtype)
+    g[0, 1], g[1, 2] = torch.inf, torch.nan
+    weight = torch.rand(rows, dtype=torch.float64, generator=gen).to(dtype) * 3
+    weight[3] = 0.0
+
+    estimator = ILS(0.0, projection, tau)
+    leaf = logits.clone().requires_grad_()
+    z = exact_onehot(leaf, index, estimator, support=support, weight=weight)
+    z.backward(g)
+    expected = _general_limit(logits, onehot, g, support, weight, projection, tau)
+    assert leaf.grad.isfinite().all()
+    assert (leaf.grad[3] == 0).all() and (leaf.grad[~support] == 0).all()
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {}
+    # Rounding is relative to the incoming gradient (the terms that cancel are of its
+    # size): compare each row in units of its largest finite incoming entry.
+    scale = torch.nan_to_num(g).abs().clamp(max=torch.finfo(dtype).max ** 0.5)
+    scale = scale.amax(-1, keepdim=True)
+    torch.testing.assert_close(leaf.grad / scale, expected / scale, **tol)
