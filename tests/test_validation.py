@@ -156,7 +156,7 @@ def _guide_with(infer):
 @pytest.mark.parametrize(
     "infer,match",
     [({"ils": {"step": 1.0}}, "unknown keys"), ({"ils": {"step_size": -1}}, "step_size"),
-     ({"ils": "yes"}, "bool or a dict")],
+     ({"ils": "yes"}, "bool, a dict or an estimator")],
 )  # fmt: skip
 def test_bad_site_options(infer, match):
     with pytest.raises(ValueError, match=match):
