@@ -1,14 +1,23 @@
 """``benchmarks/pyro_enum_tests.py`` on a stand-in for a Pyro checkout: each suite
 rebinds Pyro's ELBOs to the plugin's in the copied test module only, and the
 ``valid_models`` suite runs under the pytest section of Pyro's ``setup.cfg``, where a
-warning fails a test."""
+warning fails a test.
 
+The target of the ``valid_models`` suite: every test that passes as written passes
+rebound. The recorded run (``benchmarks/results/pyro_valid_models_tests.json``) is
+checked here; the slow test runs Pyro's suite itself, from the Pyro checkout or git dir
+that ``PYRO_SOURCE`` names (by default the bare mirror of this workplace), and is
+skipped where there is none."""
+
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 from benchmarks import pyro_enum_tests as harness
 
+PYRO = Path(os.environ.get("PYRO_SOURCE", "/work/.mirror/pyro-ppl+pyro/repo"))
 SETUP_CFG = """[metadata]
 name = pyro-ppl
 
@@ -84,3 +93,22 @@ def test_a_changed_import_line_stops_the_run(pyro_checkout):
     path.write_text(VALID_MODELS.replace("from pyro.infer.tracetmc_elbo", "from pyro.infer"))
     with pytest.raises(SystemExit, match="no longer has the line"):
         harness.run(pyro_checkout, True, 120, suite="valid_models")
+
+
+def test_the_recorded_valid_models_run_passes_all_that_pass_as_written():
+    result = json.loads((harness.RESULTS / "pyro_valid_models_tests.json").read_text())
+    assert result["suite"] == "valid_models" and result["select"] is None
+    assert not result["dirty"] and result["pyro_pytest_config"]
+    assert result["rebound"]["failed"] == [] == result["as_written"]["failed"]
+    assert result["rebound"]["counts"] == result["as_written"]["counts"]
+    assert result["rebound"]["counts"]["passed"] > 500
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PYRO.exists(), reason=f"no Pyro source at {PYRO} (set PYRO_SOURCE)")
+def test_pyros_valid_models_pass_rebound():
+    """Pyro's ``test_valid_models.py``, rebound, under Pyro's configuration: no failure
+    (a warning of the plugin's would be one)."""
+    rebound = harness.run(PYRO, True, 3600, suite="valid_models")
+    assert rebound["failed"] == []
+    assert rebound["counts"]["passed"] > 500

@@ -1,6 +1,7 @@
 """The zoo's AIR task (``benchmarks/zoo/air.py``): its data, its spatial transformer
 against direct pasting, its prior, its metrics, and one training step per estimator."""
 
+import logging
 import math
 import warnings
 
@@ -159,10 +160,10 @@ def _grads(task, name):
     return loss, value, grads, caught
 
 
-@pytest.mark.filterwarnings("ignore::pyro_ils.infer.site_choice.SiteChoiceWarning")
 @pytest.mark.parametrize("name", air.AIR.estimators)
-def test_one_step_of_each_estimator_is_finite(task, name):
-    loss, value, grads, caught = _grads(task, name)
+def test_one_step_of_each_estimator_is_finite(task, name, caplog):
+    with caplog.at_level(logging.WARNING, logger="pyro_ils"):
+        loss, value, grads, caught = _grads(task, name)
     assert math.isfinite(value)
     assert grads and all(g is None or torch.isfinite(g).all() for g in grads.values())
     # the z_pres predictor gets a gradient from every estimator
@@ -177,7 +178,10 @@ def test_one_step_of_each_estimator_is_finite(task, name):
         assert {n: c.member for n, c in choices.items()} == {
             f"z_pres_{t}": MIDPOINT for t in range(air.STEPS)
         }
-        assert any(issubclass(w.category, SiteChoiceWarning) for w in caught)
+        # the rule chose exact differences: the fallback is a log record, not a warning
+        assert not any(issubclass(w.category, SiteChoiceWarning) for w in caught)
+        fell_back = [r for r in caplog.records if "does not broadcast" in r.getMessage()]
+        assert fell_back and all(r.levelno == logging.WARNING for r in fell_back)
     result = train(task, ESTIMATORS[name], lr=1e-3, seed=0)
     assert result["stop"] in ("max_steps", "converged") and result["steps"] == task.max_steps
     assert all(math.isfinite(p["metric"]) for p in result["curve"])

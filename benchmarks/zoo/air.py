@@ -45,9 +45,10 @@ the mean of that count (the data's is 1). ``--quick``: the first 64 held-out can
 ``enum``. ``TraceILS_ELBO()`` picks exact differences for each ``z_pres`` site (2
 alternatives), but the chain does not broadcast over a new batch dim of alternatives
 (``torch.cat`` of the LSTM input, the canvas's ``reshape``), so each of ``z_pres_0..2``
-falls back to the midpoint limit with a ``SiteChoiceWarning``; its ``site_choices``
-are "midpoint limit (did not broadcast: fell back)" on all three, and ``ils_default``
-runs ``ils_midpoint``'s estimator (after a failed probe at its first step). ReinMax
+falls back to the midpoint limit (a ``WARNING`` record on the ``pyro_ils`` logger); its
+``site_choices`` are "midpoint limit (did not broadcast: fell back)" on all three, and
+``ils_default`` runs ``ils_midpoint``'s estimator (after a failed probe at its first
+step). ReinMax
 and ST-Gumbel are left out: ``pyro_ils.estimators`` has no Bernoulli version of either.
 Adam at Pyro's 1e-4 out of the box.
 

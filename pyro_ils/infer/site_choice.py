@@ -35,8 +35,25 @@ analytically for the site's ``log p - log q`` at both members, as
    K`` for ``C`` coupled elements such as ``.to_event`` latents; default
    :data:`DEFAULT_MAX_ALTERNATIVES`), and the midpoint limit otherwise.
 3. A site chosen for exact differences whose model or guide does not broadcast over
-   the alternatives falls back to the midpoint limit with a
-   :class:`SiteChoiceWarning` that names the error.
+   the alternatives falls back to the midpoint limit at temperature 1. Where the rule
+   chose exact differences, the fallback is a log record at level ``WARNING`` on the
+   ``pyro_ils`` logger that names the error; where the site asked for them
+   (``{"exact_differences": True}``), a :class:`SiteChoiceWarning`.
+
+**Why a log record, not a warning, where the rule chose.** Running the model over the
+alternatives asks more of it than ``Trace_ELBO`` does: a new batch dim left of its
+plates, as Pyro's parallel enumeration and ``vectorize_particles`` add. With those, the
+user opts in, and a model that checks its shapes (Pyro's own valid-model tests do:
+``assert x.shape == (5, 1, 1)``) fails. Here nobody opted in: the model is valid for
+``Trace_ELBO``, the ELBO ``TraceILS_ELBO()`` stands in for, and the fallback is a
+correct member of the family, so nothing is wrong that the user must fix. Pyro itself
+falls back silently from its better estimator where the better one is not available
+(``TraceMeanField_ELBO`` takes the KL by Monte Carlo where none is registered). A
+``UserWarning`` would make a valid model fail wherever warnings are errors (Pyro's
+pytest configuration); the record still shows by default (Python's last-resort handler
+prints ``WARNING`` records to stderr where logging is not configured) and says how to
+get the better estimator back. A site that asked for exact differences and does not
+get them is a request not honoured, which is what a warning is for.
 
 **The temperature.** A temperature above 1 moves the midpoint towards the middle of
 the simplex: the backward is biased even for a linear loss but varies less, which pays
@@ -126,7 +143,8 @@ _log = logging.getLogger("pyro_ils")
 #: What a model that does not broadcast over the alternatives raises (an
 #: ``AssertionError``: a model or guide that checks its own shapes). An assertion
 #: inside Pyro or torch during the run over the alternatives falls back too; the
-#: warning names it, and the site's next steps run it without the alternatives.
+#: log record (or warning) names it, and the site's next steps run it without the
+#: alternatives.
 _BROADCAST_ERRORS = (
     RuntimeError,
     ValueError,
@@ -138,7 +156,11 @@ _BROADCAST_ERRORS = (
 
 
 class SiteChoiceWarning(UserWarning):
-    """A site chosen for exact differences fell back to the midpoint limit."""
+    """A site that asked for exact differences (``infer={"ils": {"exact_differences":
+    True}}``) does not broadcast over its alternatives and fell back to the midpoint
+    limit. Where the default's rule chose exact differences, the same fallback is a log
+    record at level ``WARNING`` on the ``pyro_ils`` logger instead (see
+    :mod:`pyro_ils.infer.site_choice`)."""
 
 
 class SiteChoice(NamedTuple):
@@ -350,22 +372,37 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
             if new:
                 raise  # the probe passed with these very sites: not a broadcasting problem
             for name in self._chooser.candidates + self._marked(guide_trace):
-                self._fall_back(name, self.site_choices[name].alternatives, error)
+                site = guide_trace.nodes[name]
+                self._fall_back(name, self.site_choices[name].alternatives, error, site)
             raise _Redraw from error
 
     @staticmethod
     def _marked(guide_trace) -> list[str]:
         return [n for n, s in guide_trace.nodes.items() if DIFF_KEY in s.get("infer", {})]
 
-    def _fall_back(self, name, alternatives, error) -> None:
+    def _fall_back(self, name, alternatives, error, site) -> None:
+        """Give ``name`` the midpoint limit: a warning where the site asked for exact
+        differences, a ``WARNING`` log record where the rule chose them (see the
+        module docstring)."""
         count = "" if alternatives is None else f"{alternatives} "
-        warnings.warn(
+        message = (
             f"TraceILS_ELBO(): site {name!r} does not broadcast over its {count}"
-            f"alternatives ({type(error).__name__}: {error}); it gets the midpoint limit. "
-            "Mark it infer={'ils': {'exact_differences': False}} to silence this.",
-            SiteChoiceWarning,
-            stacklevel=2,
+            f"alternatives ({type(error).__name__}: {error}); it gets the midpoint limit."
         )
+        if requested(site["infer"]) is True:
+            warnings.warn(
+                f"{message} It asked for exact differences; make its model and guide "
+                "broadcast over a new batch dim left of their plates, or drop the request.",
+                SiteChoiceWarning,
+                stacklevel=2,
+            )
+        else:
+            _log.warning(
+                "%s Make its model and guide broadcast over a new batch dim left of their "
+                "plates for exact differences, or mark it "
+                "infer={'ils': {'exact_differences': False}} to silence this.",
+                message,
+            )
         self._set(name, SiteChoice(MIDPOINT, alternatives, "did not broadcast: fell back"))
 
     def _set(self, name: str, choice: SiteChoice) -> None:
@@ -382,7 +419,7 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
             try:
                 plan = _Plan.of(name, site, None, nesting, guide_trace, model_trace)
             except _BROADCAST_ERRORS as error:
-                self._fall_back(name, None, error)
+                self._fall_back(name, None, error, site)
                 continue
             forced = requested(site["infer"]) is True
             if not forced and plan.num_alt > self.max_alternatives:
@@ -404,7 +441,7 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
                     failed[name] = error
         for name, plan in plans.items():
             if name in failed:
-                self._fall_back(name, plan.num_alt, failed[name])
+                self._fall_back(name, plan.num_alt, failed[name], guide_trace.nodes[name])
                 continue
             forced = requested(guide_trace.nodes[name]["infer"]) is True
             why = "asked for" if forced else f"{plan.num_alt} <= {self.max_alternatives}"

@@ -1,6 +1,10 @@
 """The default's per-site choice (``pyro_ils.infer.site_choice``): exact differences where a
 site has few alternatives and the model broadcasts over them, the midpoint limit
-elsewhere; visible, overridable, and falling back with a warning."""
+elsewhere; visible, overridable, and falling back with a log record (a warning where
+the site asked for exact differences)."""
+
+import logging
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -184,10 +188,17 @@ def test_a_site_asks_for_exact_differences_past_the_budget():
     assert elbo.site_choices["z"].member == "exact differences"
 
 
-def test_a_model_that_does_not_broadcast_falls_back_with_a_warning():
+def test_a_model_that_does_not_broadcast_falls_back_with_a_log_record(caplog):
+    """The rule chose exact differences for a model valid for ``Trace_ELBO``: the
+    fallback is a ``WARNING`` record on the ``pyro_ils`` logger, not a warning, so it
+    runs where warnings are errors (Pyro's pytest configuration)."""
     elbo = TraceILS_ELBO()
-    with pytest.warns(SiteChoiceWarning, match="'z' does not broadcast"):
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="pyro_ils"):
+        warnings.simplefilter("error")
         got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
+    (record,) = [r for r in caplog.records if "does not broadcast" in r.getMessage()]
+    assert record.name == "pyro_ils" and record.levelno == logging.WARNING
+    assert "'z' does not broadcast over its 3 alternatives" in record.getMessage()
     assert elbo.site_choices["z"].member == "midpoint limit"
     analytic = TraceILS_ELBO(guide_log_prob="analytic")
     ref = grads(analytic, mixture_model, mixture_guide, DATA, True, seed=6)
@@ -195,6 +206,15 @@ def test_a_model_that_does_not_broadcast_falls_back_with_a_warning():
     # Once chosen, the site is drawn by the midpoint limit: the same gradient.
     got = grads(elbo, mixture_model, mixture_guide, DATA, True, seed=6)
     assert_same(got, ref)
+
+
+def test_a_site_that_asks_for_exact_differences_and_does_not_broadcast_warns():
+    """A request not honoured is a warning: a ``SiteChoiceWarning``."""
+    elbo = TraceILS_ELBO()
+    infer = {"ils": {"exact_differences": True}}
+    with pytest.warns(SiteChoiceWarning, match="(?s)'z' does not broadcast.*asked for"):
+        grads(elbo, mixture_model, mixture_guide, DATA, True, infer, seed=6)
+    assert elbo.site_choices["z"].member == "midpoint limit"
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "20"])
