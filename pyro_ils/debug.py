@@ -33,7 +33,10 @@ __all__ = [
     "report_dropped_gradients",
 ]
 
-_ACTIVE: ContextVar[GradientDropReport | None] = ContextVar("pyro_ils_drop_report", default=None)
+#: The report that draws record their dropped gradients in, while one is open.
+ACTIVE_REPORT: ContextVar[GradientDropReport | None] = ContextVar(
+    "pyro_ils_drop_report", default=None
+)
 
 
 class GradientDropWarning(UserWarning):
@@ -93,14 +96,14 @@ def report_dropped_gradients(warn: bool = False):
     :returns: a :class:`GradientDropReport`, filled as the block runs.
     """
     report = GradientDropReport(warn=warn)
-    token = _ACTIVE.set(report)
+    token = ACTIVE_REPORT.set(report)
     try:
         yield report
     finally:
-        _ACTIVE.reset(token)
+        ACTIVE_REPORT.reset(token)
 
 
 def record_drop(site: str | None, operation: str) -> None:
-    report = _ACTIVE.get()
+    report = ACTIVE_REPORT.get()
     if report is not None:
         report.record(site, operation)

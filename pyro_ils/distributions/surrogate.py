@@ -52,14 +52,14 @@ __all__ = [
 _TOKENS = itertools.count(1)
 
 
-def _unwrap(value):
+def unwrap_provenance(value):
     """The value without Pyro's provenance wrapper (TraceGraph_ELBO adds one)."""
     return extract_provenance(value)[0] if isinstance(value, Tensor) else value
 
 
 def drawn_by(value, fn) -> bool:
     """Whether ``value`` carries a surrogate path made by ``fn.rsample()``."""
-    value = _unwrap(value)
+    value = unwrap_provenance(value)
     token = fn.__dict__.get("_draw_token")
     return (
         token is not None
@@ -205,7 +205,7 @@ class SurrogateCategoricalMixin(SurrogateDistributionMixin):
 
     def rsample(self, sample_shape=torch.Size()):
         logits, provenance = extract_provenance(self._surrogate_logits())
-        index = _unwrap(super().sample(sample_shape))
+        index = unwrap_provenance(super().sample(sample_shape))
         if not self._path_wanted(logits):
             return track_provenance(index, provenance)
         onehot = self._surrogate_onehot(
@@ -249,7 +249,7 @@ class SurrogateOneHotMixin(SurrogateDistributionMixin):
 
     def rsample(self, sample_shape=torch.Size()):
         logits, provenance = extract_provenance(self._surrogate_logits())
-        value = _unwrap(super().sample(sample_shape))
+        value = unwrap_provenance(super().sample(sample_shape))
         if not self._path_wanted(logits):
             return track_provenance(value, provenance)
         onehot = self._surrogate_onehot(
@@ -286,7 +286,7 @@ class SurrogateBernoulliMixin(SurrogateDistributionMixin):
         if not self._path_wanted(logits):
             return drawn
         weight = self._draw_weight(logits.dtype, logits.device)
-        value = self.estimator.bernoulli(logits, _unwrap(drawn), weight)
+        value = self.estimator.bernoulli(logits, unwrap_provenance(drawn), weight)
         return self._tag(value, provenance)
 
     def _detached_params(self):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyro_ils.debug import _ACTIVE
+from pyro_ils.debug import ACTIVE_REPORT
 from pyro_ils.ops.index_contraction import _contraction_grad
 from pyro_ils.ops.index_dispatch import (
     SurrogateIndexTensor,
@@ -132,7 +132,7 @@ def _getitem(func, args, kwargs):
     out = _plain(x)[plain_idx]
     if not out.is_floating_point():
         # An integer (or boolean) table, e.g. a label remap: no gradient to carry.
-        if _ACTIVE.get() is not None and any(_onehot(a) is not None for a in idx):
+        if ACTIVE_REPORT.get() is not None and any(_onehot(a) is not None for a in idx):
             _record(func, idx)
         return out
     for i, a in enumerate(idx):
@@ -167,7 +167,7 @@ def _dim_indexing(func, args, kwargs, make_grad_fn):
     out = func(*_plain(args), **_plain(kwargs))
     oh = _onehot(index)
     if oh is None or not out.is_floating_point():
-        if _ACTIVE.get() is not None and (oh is not None or _onehot(x) is not None):
+        if ACTIVE_REPORT.get() is not None and (oh is not None or _onehot(x) is not None):
             _record(func, (index, x))
         return out
     x = _plain(x)
@@ -209,7 +209,7 @@ def _embedding(func, args, kwargs):
     out = func(*_plain(args), **_plain(kwargs))
     oh = _onehot(index)
     if oh is None or not out.is_floating_point():
-        if _ACTIVE.get() is not None and oh is not None:
+        if ACTIVE_REPORT.get() is not None and oh is not None:
             _record(func, (index,))
         return out
     weight = _plain(weight)

@@ -22,7 +22,7 @@ import functools
 import torch
 from torch import Tensor
 
-from pyro_ils.debug import _ACTIVE
+from pyro_ils.debug import ACTIVE_REPORT
 from pyro_ils.ops.dropped_gradients import record_dropped
 from pyro_ils.ops.in_place import check_not_in_place
 
@@ -136,7 +136,7 @@ class SurrogateIndexTensor(_SurrogateValue):
             return handler(func, args, kwargs)
         check_not_in_place(func, args, kwargs, _SurrogateValue)
         result = func(*_plain(args), **_plain(kwargs))
-        if _ACTIVE.get() is not None:
+        if ACTIVE_REPORT.get() is not None:
             _record(func, args)
         return result
 
@@ -164,7 +164,7 @@ class SurrogateOneHotTensor(_SurrogateValue):
         if not isinstance(result, Tensor) or not (
             result.is_floating_point() or result.dtype == torch.long
         ):
-            if _ACTIVE.get() is not None:
+            if ACTIVE_REPORT.get() is not None:
                 _record(func, args)
             return result
         if func in _FLOAT_CONVERSIONS:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pyro_ils.debug import _ACTIVE
+from pyro_ils.debug import ACTIVE_REPORT
 from pyro_ils.ops.index_dispatch import SurrogateIndexTensor, _arg, _onehot, _plain, _record, _site
 
 
@@ -38,7 +38,7 @@ def _same_shape(func, args, kwargs):
     result = func(*_plain(args), **_plain(kwargs))
     oh = _onehot(args[0])
     if oh is None or not isinstance(result, Tensor) or result.dtype != torch.long:
-        if _ACTIVE.get() is not None:
+        if ACTIVE_REPORT.get() is not None:
             _record(func, args)
         return result
     return SurrogateIndexTensor(result, oh.to(result.device), _site(args[0]))
@@ -91,7 +91,7 @@ def _rearrange(apply_to_onehot):
     def handler(func, args, kwargs):
         result = func(*_plain(args), **_plain(kwargs))
         if _onehot(args[0]) is None:
-            if _ACTIVE.get() is not None:
+            if ACTIVE_REPORT.get() is not None:
                 _record(func, args)
             return result
         z = args[0]
@@ -175,7 +175,7 @@ def _cat_or_stack(func, args, kwargs):
     ohs = [_onehot(t) for t in tensors]
     sizes = {oh.shape[-1] for oh in ohs if oh is not None}
     if any(oh is None for oh in ohs) or len(sizes) != 1:
-        if _ACTIVE.get() is not None:
+        if ACTIVE_REPORT.get() is not None:
             _record(func, tensors)
         return result
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)

@@ -36,7 +36,7 @@ from pyro_ils.distributions import (
     SurrogateDistributionMixin,
     SurrogateOneHotCategorical,
 )
-from pyro_ils.distributions.surrogate import _unwrap
+from pyro_ils.distributions.surrogate import unwrap_provenance
 from pyro_ils.distributions.util import base_of, map_base
 from pyro_ils.estimators import ILS, DefaultILS, Estimator
 from pyro_ils.ops.index_tensor import ILSIndexTensor
@@ -229,7 +229,7 @@ def _strip_given_draw(msg) -> None:
     value = msg["value"]
     if msg["type"] != "sample" or value is None:
         return
-    value = _unwrap(value)
+    value = unwrap_provenance(value)
     if isinstance(value, ILSIndexTensor):
         msg["value"] = value.as_subclass(torch.Tensor)
     elif isinstance(value, torch.Tensor) and "_draw_token" in value.__dict__:
@@ -309,6 +309,6 @@ class ILSMessenger(Messenger):
             msg["fn"] = new
 
     def _pyro_post_sample(self, msg) -> None:
-        value = _unwrap(msg["value"])
+        value = unwrap_provenance(msg["value"])
         if isinstance(value, ILSIndexTensor):
             value._ils_site = msg["name"]
