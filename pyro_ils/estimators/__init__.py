@@ -31,7 +31,7 @@ _MOVED = {
     "STOneHotCategorical": "pyro_ils.distributions",
     "TraceMuProp_ELBO": "pyro_ils.infer.trace_muprop_elbo",
     "TraceREBAR_ELBO": "pyro_ils.infer.trace_rebar_elbo",
-    "TraceRELAX_ELBO": "pyro_ils.infer.trace_rebar_elbo",
+    "TraceRELAX_ELBO": "pyro_ils.infer.trace_relax_elbo",
     "TraceRLOO_ELBO": "pyro_ils.infer.trace_rloo_elbo",
 }
 

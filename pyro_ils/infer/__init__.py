@@ -13,7 +13,8 @@ from pyro_ils.infer.trace_ils_cv_elbo import TraceILSCV_ELBO
 from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
 from pyro_ils.infer.trace_ils_elbo import TraceILS_ELBO
 from pyro_ils.infer.trace_muprop_elbo import TraceMuProp_ELBO
-from pyro_ils.infer.trace_rebar_elbo import TraceREBAR_ELBO, TraceRELAX_ELBO
+from pyro_ils.infer.trace_rebar_elbo import TraceREBAR_ELBO
+from pyro_ils.infer.trace_relax_elbo import TraceRELAX_ELBO
 from pyro_ils.infer.trace_rloo_elbo import TraceRLOO_ELBO
 from pyro_ils.infer.traceenum_ils_elbo import TraceEnumILS_ELBO
 from pyro_ils.infer.tracegraph_ils_elbo import TraceGraphILS_ELBO

@@ -124,7 +124,8 @@ class _ILSELBOMixin:
         estimator: Estimator | None = None,
         **elbo_kwargs,
     ):
-        from pyro_ils.infer.site_choice import DEFAULT_TEMPERATURE, DefaultChoice
+        from pyro_ils.infer.default_choice_elbo import DefaultChoice
+        from pyro_ils.infer.site_choice import DEFAULT_TEMPERATURE
 
         temperature, self._estimator = None, None
         if estimator is not None:

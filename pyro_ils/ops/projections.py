@@ -194,7 +194,7 @@ def midpoint_limit(z: Tensor, logits: Tensor, g: Tensor, temperature: float = 1.
     The limit is :math:`2 J(p_1)^\top g - \tfrac12 J(\pi)^\top g` with
     :math:`J(p)^\top g = p \odot (g - \langle p, g \rangle)` and
     :math:`p_1 = (q + z) / 2`, :math:`q = \mathrm{softmax}(\mathrm{logits} / \tau)`
-    (:func:`_midpoint_target` computes it so). With :math:`a = \langle \pi, g \rangle`,
+    (``_midpoint_target`` computes it so). With :math:`a = \langle \pi, g \rangle`,
     :math:`a_q = \langle q, g \rangle` and :math:`b = \langle z, g \rangle = g_k`,
     :math:`2 J(p_1)^\top g = (q + z) \odot (g - (a_q + b) / 2)`, and
     :math:`z \odot (g - s) = z\, (b - s)` for a vertex, so
