@@ -3,11 +3,13 @@ out of the step and multiplied back into the gradient, so that subsampling does
 not change what the target means."""
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyro_ils import ILSCategorical, project_simplex
+from pyro_ils import ILSCategorical, ILSMessenger, project_simplex
+from pyro_ils.estimators import StraightThrough
 from pyro_ils.poutine.site_weight import particle_weight
 
 K, N, B = 4, 10, 5
@@ -164,3 +166,42 @@ def test_anneal_scales_the_terms_but_not_the_ils_weight():
     assert torch.equal(g_anneal, g_plain)
     # poutine.scale counts in the weight: the same unit gradient, times 0.1.
     assert not torch.allclose(g_scaled, g_plain)
+
+
+class _RecordingST(StraightThrough):
+    """Straight-through that records the weight each draw is given (for the check below)."""
+
+    def __init__(self):
+        self.weights = []
+
+    def backward(self, logits, onehot, g, support, weight, *aux):
+        self.weights.append(weight.detach().clone())
+        return super().backward(logits, onehot, g, support, weight, *aux)
+
+
+@pytest.mark.parametrize("handlers", ["subsample", "scale", "mask", "scale_subsample_mask"])
+def test_routed_draw_weight_is_the_sites_scale_and_mask(handlers):
+    """For a routed site the weight read from Pyro's handler stack is the one the
+    message itself carries, ``scale * mask`` (times ``1 / num_particles``): the two
+    ways of reading it agree wherever ``anneal`` is not used."""
+    mask = torch.tensor([True, False, True, True, False, True, True, False, True, True])
+    estimator = _RecordingST()
+
+    def guide():
+        logits = pyro.param("w_logits", torch.zeros(N, K, dtype=torch.float64))
+        size = 3 if "subsample" in handlers else None
+        scale = 2.5 if "scale" in handlers else 1.0
+        with pyro.plate("data", N, subsample_size=size) as idx:
+            site_mask = mask[idx] if "mask" in handlers else True
+            with poutine.scale(scale=scale), poutine.mask(mask=site_mask):
+                return pyro.sample("z", dist.Categorical(logits=logits[idx]))
+
+    pyro.set_rng_seed(0)
+    with particle_weight(0.5):
+        trace = poutine.trace(ILSMessenger(estimator=estimator)(guide)).get_trace()
+    z = trace.nodes["z"]
+    torch.arange(K, dtype=torch.float64)[z["value"]].sum().backward()
+    (weight,) = estimator.weights
+    site_mask = torch.tensor(True) if z["mask"] is None else torch.as_tensor(z["mask"])
+    expected = 0.5 * torch.as_tensor(z["scale"], dtype=torch.float64) * site_mask.double()
+    assert torch.equal(weight, expected.expand(weight.shape)), (weight, expected)
