@@ -1,6 +1,6 @@
 """SVI step time: ILS against straight-through on one model, through one mechanism.
 
-The issue's requirement: with one model written one way for both sides (a mixture
+The requirement: with one model written one way for both sides (a mixture
 indexed by the draw, ``locs[z]``, with a plain ``dist.Categorical`` guide), the step
 of ``TraceILS_ELBO(estimator=ILS(...))`` costs at most 1.3x that of
 ``TraceILS_ELBO(estimator=StraightThrough())`` (the draws of ``STCategorical``, routed
@@ -26,7 +26,7 @@ Variants timed (``TraceILS_ELBO(estimator=X)`` on that model and guide, unless s
 * ``reinforce_index``: plain ``Trace_ELBO()`` (score function); context.
 * ``pyro_st_gumbel_matmul``: ``Trace_ELBO()`` with Pyro's
   ``RelaxedOneHotCategoricalStraightThrough`` guide on the model written with one-hot
-  products (``z @ locs``, prior ``OneHotCategorical``): the issue's earlier baseline,
+  products (``z @ locs``, prior ``OneHotCategorical``): the earlier baseline,
   a different writing of the model; context.
 
 Timing: per variant a warm-up, then ``rounds`` rounds in which every variant runs
@@ -77,12 +77,12 @@ DEFAULT_DOCS = REPO / "docs" / "performance.md"
 QUICK_OUT = REPO / "benchmarks" / "results" / "step_time_quick.json"
 QUICK_DOCS = REPO / "benchmarks" / "results" / "step_time_quick.md"
 
-#: The target from the issue: an ILS step at most this multiple of straight-through's.
+#: The target: an ILS step at most this multiple of straight-through's.
 TARGET_RATIO = 1.3
 #: The ILS variants of the headline, each over :data:`REFERENCE`.
 HEADLINE_ILS = ("ils_midpoint", "ils_euclidean")
 REFERENCE = "st_index"
-#: The issue's earlier baseline (another writing of the model), a column of context.
+#: The earlier baseline (another writing of the model), a column of context.
 ISSUE_BASELINE = "pyro_st_gumbel_matmul"
 
 #: Rounds of the estimators' backward alone (``--profile``).
@@ -123,7 +123,7 @@ VARIANTS = {
     "pyro_st_gumbel_matmul": {
         "label": "`Trace_ELBO()`, Pyro's `RelaxedOneHotCategoricalStraightThrough`, "
         "model written `z @ locs`",
-        "role": "context (the issue's earlier baseline)",
+        "role": "context (the earlier baseline: another writing of the model)",
     },
 }
 
@@ -555,7 +555,7 @@ def _variants_section(results: dict) -> list[str]:
             rel = f"{v['median_ms'] / base['median_ms']:.2f}x" if base else "n/a"
             rel_issue = f"{v['median_ms'] / issue['median_ms']:.2f}x" if issue else "n/a"
             lines.append(
-                f"| {v['label']} (`{name}`) | {v['role']} | {v['median_ms']:.1f} "
+                f"| {v['label']} (`{name}`) | {VARIANTS[name]['role']} | {v['median_ms']:.1f} "
                 f"| {v['iqr_ms']:.1f} ({v['q1_ms']:.1f} to {v['q3_ms']:.1f}) "
                 f"| {v['min_ms']:.1f} | {v['cpu_median_ms']:.1f} | {rel} | {rel_issue} |"
             )
@@ -663,7 +663,7 @@ def render_markdown(results: dict, json_path: Path, command: str) -> str:
         "`pyro.plate('data', N)`, no subsampling. The data are generated in the script "
         f"(seed {s['seed']}).",
         "",
-        "The issue's comparison: one model written one way for both sides, the mean "
+        "The comparison: one model written one way for both sides, the mean "
         "indexed by the draw (`Normal(locs[z], scale)`) with a plain `dist.Categorical` "
         "guide, trained by `TraceILS_ELBO(estimator=X)`. Every estimator then goes "
         "through the same mechanism: the same sampler, the same exact-draw autograd "
