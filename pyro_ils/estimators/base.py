@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from pyro_ils.ops.exact_draw import exact_bernoulli, exact_onehot
-from pyro_ils.options import check_positive
 
-__all__ = ["Estimator", "LinearEstimator", "check_positive"]
+__all__ = ["Estimator", "LinearEstimator"]
 
 
 class Estimator:

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pyro_ils.estimators.base import Estimator, check_positive
+from pyro_ils.estimators.base import Estimator
 from pyro_ils.ops.draw_signal import per_draw_signal
 from pyro_ils.ops.projections import SECOND_ORDER_TARGETS, intermediate_target, midpoint_limit
-from pyro_ils.ops.softmax import finite, softmax
-from pyro_ils.options import check_count, check_ils_temperature, check_options
+from pyro_ils.ops.softmax import softmax
+from pyro_ils.options import check_count, check_ils_temperature, check_options, check_positive
 
 __all__ = ["ILS", "DefaultILS"]
 
@@ -92,9 +92,7 @@ class ILS(Estimator):
             # The midpoint limit is linear in g: w * limit(g / w) = limit(g), in closed
             # form; the caller (exact_onehot) zeroes the draws of weight 0, as for
             # every linear estimator.
-            g = finite(g)
-            if support is not None:
-                g = g.masked_fill(~support, 0.0)
+            g = per_draw_signal(g, None, support)
             return midpoint_limit(onehot, logits, g, self.temperature)
         pi = softmax(logits)
         g = per_draw_signal(g, weight, support)

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pyro_ils.estimators.base import LinearEstimator, check_positive
+from pyro_ils.estimators.base import LinearEstimator
 from pyro_ils.ops.projections import midpoint_limit
+from pyro_ils.options import check_positive
 
 __all__ = ["ReinMax", "reinmax_onehot"]
 

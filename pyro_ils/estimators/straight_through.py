@@ -53,10 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyro_ils.estimators.base import LinearEstimator, check_positive
+from pyro_ils.estimators.base import LinearEstimator
 from pyro_ils.estimators.gumbel import gumbel_given_onehot
 from pyro_ils.ops.exact_draw import exact_onehot
 from pyro_ils.ops.softmax import softmax, softmax_vjp
+from pyro_ils.options import check_positive
 
 __all__ = [
     "StraightThrough",

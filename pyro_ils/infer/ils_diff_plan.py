@@ -21,14 +21,13 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 
 from pyro_ils.distributions.util import wrappers
-from pyro_ils.estimators import DefaultILS
 from pyro_ils.infer.alternatives import is_term
 from pyro_ils.options import check_options, check_projection
 from pyro_ils.poutine.routing import (
     DIFF_KEY,
     eligible,
     has_ils_version,
-    site_estimator,
+    named_estimator,
     site_options,
     to_plain,
 )
@@ -64,7 +63,7 @@ class _PlainDrawMessenger(Messenger):
     def _pyro_sample(self, msg) -> None:
         if not eligible(msg) or not has_ils_version(msg["fn"]):
             return
-        if site_estimator(msg) is not None and not isinstance(site_estimator(msg), DefaultILS):
+        if named_estimator(msg["infer"]) is not None:
             return  # routed through the estimator it names, by the outer ILSMessenger
         msg["fn"] = to_plain(msg["fn"])
         ils = msg["infer"].get("ils")

@@ -142,7 +142,9 @@ class _ILSELBOMixin:
             else:
                 self._estimator = estimator
         chosen = (step_size, projection, guide_log_prob, self._estimator)
-        default_temperature = getattr(estimator, "temperature", DEFAULT_TEMPERATURE)
+        default_temperature = (
+            estimator.temperature if isinstance(estimator, DefaultILS) else DEFAULT_TEMPERATURE
+        )
         # The per-site choice of the default (``None`` once options are given).
         self._choice = DefaultChoice.of(
             type(self), chosen, max_alternatives, elbo_kwargs, default_temperature

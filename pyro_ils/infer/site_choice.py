@@ -97,7 +97,6 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from pyro_ils.estimators import DefaultILS, Estimator
 from pyro_ils.infer.ils_diff_plan import _PlainDrawMessenger
 from pyro_ils.infer.site_probe import (
     blocking_sites,
@@ -107,7 +106,7 @@ from pyro_ils.poutine.routing import (
     _wraps_ils,
     eligible,
     has_ils_version,
-    site_estimator,
+    named_estimator,
     to_ils,
 )
 
@@ -171,9 +170,9 @@ class SiteChoice(NamedTuple):
 def requested(infer: dict) -> bool | None:
     """A site's own request: ``True`` (exact differences), ``False`` (first-order),
     or ``None`` (the rule decides)."""
-    ils = infer.get("ils", True)
-    if isinstance(ils, Estimator) and not isinstance(ils, DefaultILS):
+    if named_estimator(infer) is not None:
         return False
+    ils = infer.get("ils", True)
     if not isinstance(ils, dict):
         return None
     if "exact_differences" in ils:
@@ -204,8 +203,8 @@ class _ChoosingMessenger(_PlainDrawMessenger):
             reason = "the guide's ILS distribution keeps its options"
             self.choices[msg["name"]] = SiteChoice(FIRST_ORDER, None, reason)
             return
-        chosen = site_estimator(msg)
-        if chosen is not None and not isinstance(chosen, DefaultILS):
+        chosen = named_estimator(msg["infer"])
+        if chosen is not None:
             self.choices[msg["name"]] = SiteChoice(repr(chosen), None, "its estimator in infer")
             return
         if requested(msg["infer"]) is False:

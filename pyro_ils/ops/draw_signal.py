@@ -23,13 +23,16 @@ from pyro_ils.ops.softmax import finite
 __all__ = ["per_draw_signal"]
 
 
-def per_draw_signal(signal: Tensor, weight: Tensor, support: Tensor | None = None) -> Tensor:
+def per_draw_signal(signal: Tensor, weight: Tensor | None, support: Tensor | None = None) -> Tensor:
     """``g = signal / w``: the signal of each draw (shape ``index.shape + (K,)``) made
-    finite and divided by the draw's weight ``w`` (broadcasting against ``index.shape``),
-    zero outside ``support`` (``None``: every category). Draws with ``w = 0`` divide by
-    1 instead; the caller zeroes them by multiplying by ``w``."""
-    weight = weight.unsqueeze(-1)
-    g = finite(signal) / torch.where(weight != 0, weight, torch.ones_like(weight))
+    finite and divided by the draw's weight ``w`` (broadcasting against ``index.shape``;
+    ``None``: no division, for a backward linear in the signal), zero outside
+    ``support`` (``None``: every category). Draws with ``w = 0`` divide by 1 instead;
+    the caller zeroes them by multiplying by ``w``."""
+    g = finite(signal)
+    if weight is not None:
+        weight = weight.unsqueeze(-1)
+        g = g / torch.where(weight != 0, weight, torch.ones_like(weight))
     if support is not None:
         g = g.masked_fill(~support, 0.0)
     return g

@@ -189,6 +189,14 @@ def site_estimator(msg) -> Estimator | None:
     return ils if isinstance(ils, Estimator) else None
 
 
+def named_estimator(infer: dict) -> Estimator | None:
+    """The estimator a site's ``infer`` names in place of the default's per-site rule:
+    any estimator object but :class:`~pyro_ils.estimators.DefaultILS` (which names the
+    rule itself), or ``None``."""
+    ils = infer.get("ils")
+    return ils if isinstance(ils, Estimator) and not isinstance(ils, DefaultILS) else None
+
+
 def site_options(msg, step_size, projection, check=check_options):
     """``(enabled, step_size, projection)`` for a site, after its ``infer`` options
     (validated by ``check``)."""
