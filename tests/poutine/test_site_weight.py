@@ -189,9 +189,10 @@ def test_routed_draw_weight_is_the_sites_scale_and_mask(handlers):
 
     def guide():
         logits = pyro.param("w_logits", torch.zeros(N, K, dtype=torch.float64))
-        size = 3 if "subsample" in handlers else None
+        # a fixed subsample, so that it holds draws the mask keeps
+        subsample = torch.tensor([0, 1, 2]) if "subsample" in handlers else None
         scale = 2.5 if "scale" in handlers else 1.0
-        with pyro.plate("data", N, subsample_size=size) as idx:
+        with pyro.plate("data", N, subsample=subsample) as idx:
             site_mask = mask[idx] if "mask" in handlers else True
             with poutine.scale(scale=scale), poutine.mask(mask=site_mask):
                 return pyro.sample("z", dist.Categorical(logits=logits[idx]))
@@ -204,4 +205,5 @@ def test_routed_draw_weight_is_the_sites_scale_and_mask(handlers):
     (weight,) = estimator.weights
     site_mask = torch.tensor(True) if z["mask"] is None else torch.as_tensor(z["mask"])
     expected = 0.5 * torch.as_tensor(z["scale"], dtype=torch.float64) * site_mask.double()
+    assert (weight != 0).any(), "no kept draw: the check could not see a wrong scale"
     assert torch.equal(weight, expected.expand(weight.shape)), (weight, expected)
