@@ -30,6 +30,7 @@ from pyro_ils.infer import (
     TraceILSCV_ELBO,
     TraceILSDiff_ELBO,
 )
+from pyro_ils.infer.compare import Comparison, EstimatorRecord, compare_estimators
 from pyro_ils.infer.site_choice import SiteChoice, SiteChoiceWarning
 from pyro_ils.ops.ils_onehot import ils_onehot
 from pyro_ils.ops.index_tensor import ILSIndexTensor as ILSIndexTensor
@@ -47,7 +48,9 @@ from pyro_ils.poutine.routing import to_ils
 __version__ = "0.1.0"
 
 __all__ = [
+    "Comparison",
     "DistributedELBOModule",
+    "EstimatorRecord",
     "GradientDropReport",
     "GradientDropWarning",
     "ILSBernoulli",
@@ -64,6 +67,7 @@ __all__ = [
     "TraceILSDiff_ELBO",
     "TraceILS_ELBO",
     "anneal",
+    "compare_estimators",
     "ils_onehot",
     "load_checkpoint",
     "project_simplex",

@@ -5,9 +5,12 @@ One ELBO per module, as Pyro lays out its own: ``trace_ils_elbo``,
 :mod:`~pyro_ils.infer.ils_elbo`), the exact-difference ELBO
 (:mod:`~pyro_ils.infer.trace_ils_diff_elbo` with its plan, alternatives and surrogate),
 the control-variate ELBO (:mod:`~pyro_ils.infer.trace_ils_cv_elbo`), and the
-multi-evaluation ELBOs ILS is compared with (RLOO, MuProp, REBAR and RELAX).
+multi-evaluation ELBOs ILS is compared with (RLOO, MuProp, REBAR and RELAX), and
+:func:`~pyro_ils.infer.compare.compare_estimators`, which measures all of them on a
+user's model (:mod:`~pyro_ils.infer.estimator_catalog` lists them).
 """
 
+from pyro_ils.infer.compare import compare_estimators
 from pyro_ils.infer.reparam import ILSReparam
 from pyro_ils.infer.trace_ils_cv_elbo import TraceILSCV_ELBO
 from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
@@ -30,4 +33,5 @@ __all__ = [
     "TraceREBAR_ELBO",
     "TraceRELAX_ELBO",
     "TraceRLOO_ELBO",
+    "compare_estimators",
 ]

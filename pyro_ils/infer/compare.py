@@ -1,0 +1,379 @@
+r"""Every estimator's gradient on a user's own model, against a reference.
+
+:func:`compare_estimators` answers, at the current parameters of a model and guide,
+"how good is each estimator's gradient here?" without training anything. For each
+estimator :math:`e` it draws ``num_draws`` gradients :math:`g_1, \dots, g_M` of the loss
+with respect to every parameter the model and guide use (Pyro's param store, which
+includes ``pyro.module`` networks), and compares them with a reference gradient
+:math:`r`:
+
+.. math::
+
+    \bar g = \frac1M \sum_m g_m, \qquad
+    \mathrm{cosine} = \frac{\langle \bar g, r\rangle}{\|\bar g\|\,\|r\|}, \qquad
+    \mathrm{bias} = \frac{\|\bar g - r\|}{\|r\|}, \qquad
+    \mathrm{variance} = \frac{\frac1{M-1}\sum_m \|g_m - \bar g\|^2}{\|r\|^2}.
+
+``bias`` contains Monte Carlo noise: for an unbiased estimator its expected square is
+:math:`(\mathrm{tr}\,\Sigma_e / M + \mathrm{tr}\,\Sigma_r / R) / \|r\|^2`, reported as
+``bias_noise``; a ``bias`` well above ``bias_noise`` is bias. ``variance`` is per single
+draw (one optimisation step's gradient). ``draw_cosine`` is the mean cosine of a single
+draw to :math:`r`, what one step sees.
+
+**The reference.** Where Pyro's :class:`~pyro.infer.TraceEnum_ELBO` can enumerate the
+guide's discrete sites in parallel, :math:`r` is its gradient: exact in the discrete
+sites (one evaluation when every latent site is discrete, the mean of
+``reference_draws`` evaluations otherwise). Where it cannot, :math:`r` is the mean of
+:class:`~pyro_ils.infer.trace_rloo_elbo.TraceRLOO_ELBO` gradients over
+``reference_draws`` draws (``reference_draws / 10`` steps of 10 samples), unbiased, with
+its standard error stated.
+
+Plate subsamples are drawn once and held for every evaluation, so that all estimators
+see the same minibatch. Nothing is trained: every parameter's value, its ``.grad`` and
+the param store's names are restored after each estimator (state an estimator keeps,
+such as :class:`~pyro.infer.TraceGraph_ELBO`'s baselines, starts fresh for each).
+
+References:
+    Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE samples, get a baseline for free!",
+    ICLR workshop (the unbiased reference).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from textwrap import shorten
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import config_enumerate
+from pyro.infer.elbo import ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from tqdm.auto import tqdm
+
+from pyro_ils.infer.estimator_catalog import RLOO_SAMPLES, default_estimators, reference_elbos
+
+__all__ = ["EstimatorRecord", "Comparison", "compare_estimators"]
+
+
+@dataclass(frozen=True)
+class EstimatorRecord:
+    """One estimator's gradient at the current parameters (see the module docstring)."""
+
+    name: str
+    cosine: float
+    relative_bias: float
+    bias_noise: float
+    relative_variance: float
+    draw_cosine: float
+    seconds_per_step: float
+    num_draws: int
+    #: why the estimator could not run on this model (the numbers are then ``nan``)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_estimators` returns: the records and the reference."""
+
+    records: tuple[EstimatorRecord, ...]
+    #: ``"exact"`` (enumeration), ``"enumeration, Monte Carlo"`` (enumerated discrete
+    #: sites, continuous ones drawn) or ``"RLOO, Monte Carlo"``
+    reference: str
+    reference_draws: int
+    #: the reference's standard error, as a norm relative to its own norm
+    reference_error: float
+    reference_norm: float
+    num_parameters: int
+    #: the reference gradient, by parameter name (as Pyro's param store names them)
+    reference_gradient: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, name: str) -> EstimatorRecord:
+        for record in self.records:
+            if record.name == name:
+                return record
+        raise KeyError(name)
+
+    def to_dicts(self) -> list[dict]:
+        return [asdict(r) for r in self.records]
+
+    def table(self) -> str:
+        """A plain-text table, one row per estimator (the columns of
+        :class:`EstimatorRecord`; an estimator that cannot run says why)."""
+        cols = _COLUMNS
+        rows = [[c for c, _ in cols]]
+        rows += [[r.name] + [f(r) for _, f in cols[1:]] for r in self.records if r.error is None]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+        lines = [
+            f"reference: {self.reference} ({self.reference_draws} draw(s), standard error "
+            f"{self.reference_error:.2g} of its norm {self.reference_norm:.4g}); "
+            f"{self.num_parameters} parameter entries"
+        ]
+        for row in rows:
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+            ]
+            lines.append("  ".join(cells))
+        lines += [f"{r.name}: n/a ({shorten(r.error, 100)})" for r in self.records if r.error]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+#: The table's columns: heading and how a record is written.
+_COLUMNS = (
+    ("estimator", None),
+    ("cosine", lambda r: f"{r.cosine:.3f}"),
+    ("bias", lambda r: f"{r.relative_bias:.3g}"),
+    ("(noise)", lambda r: f"{r.bias_noise:.2g}"),
+    ("variance", lambda r: f"{r.relative_variance:.3g}"),
+    ("draw cos", lambda r: f"{r.draw_cosine:.3f}"),
+    ("ms/step", lambda r: f"{1e3 * r.seconds_per_step:.2f}"),
+)
+
+
+class _HeldSubsample(Messenger):
+    """Gives each plate subsample site the indices recorded for it (if any)."""
+
+    def __init__(self, indices: dict[str, torch.Tensor]):
+        super().__init__()
+        self.indices = indices
+
+    def _pyro_sample(self, msg):
+        if site_is_subsample(msg) and msg["name"] in self.indices:
+            msg["value"] = self.indices[msg["name"]]
+
+
+class _ParamState:
+    """The param store's names, values and gradients, to be put back as they were.
+
+    The tensors themselves are kept (an optimiser may hold them); their data and
+    ``.grad`` are copied back, and names an estimator added are removed.
+    """
+
+    def __init__(self):
+        store = pyro.get_param_store()
+        self.params = dict(store._params)
+        self.constraints = dict(store._constraints)
+        self.data = {k: v.detach().clone() for k, v in self.params.items()}
+        self.grads = {k: None if v.grad is None else v.grad.clone() for k, v in self.params.items()}
+
+    def restore(self) -> None:
+        store = pyro.get_param_store()
+        store.clear()
+        store.set_state({"params": self.params, "constraints": self.constraints})
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(self.data[name])
+                p.grad = self.grads[name]
+
+
+def _draws(elbo: ELBO, model, guide, args, kwargs, names, num, bar) -> tuple[torch.Tensor, float]:
+    """``num`` flattened gradients of ``elbo`` in the parameters ``names``, and the
+    mean seconds of one ``loss_and_grads``."""
+    store = pyro.get_param_store()
+    out, seconds = [], 0.0
+    for _ in range(num):
+        for p in store._params.values():
+            p.grad = None
+        start = time.perf_counter()
+        elbo.loss_and_grads(model, guide, *args, **kwargs)
+        seconds += time.perf_counter() - start
+        parts = []
+        for name in names:
+            p = store._params[name]
+            grad = torch.zeros_like(p) if p.grad is None else p.grad
+            parts.append(grad.detach().reshape(-1).double())
+        out.append(torch.cat(parts))
+        bar.update(1)
+    return torch.stack(out), seconds / max(num, 1)
+
+
+def _by_name(flat: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+    store, out, start = pyro.get_param_store(), {}, 0
+    for name in names:
+        p = store._params[name]
+        out[name] = flat[start : start + p.numel()].reshape(p.shape).to(p.dtype)
+        start += p.numel()
+    return out
+
+
+def _stats(g: torch.Tensor, ref: torch.Tensor, ref_var: float) -> dict[str, float]:
+    mean = g.mean(0)
+    norm2 = float(ref.dot(ref))
+    var = float(((g - mean) ** 2).sum(-1).sum() / max(len(g) - 1, 1))
+    cos = float(mean.dot(ref) / (mean.norm() * ref.norm()).clamp_min(1e-300))
+    draw = torch.nn.functional.cosine_similarity(g, ref.expand_as(g), dim=-1, eps=1e-300)
+    return {
+        "cosine": cos,
+        "relative_bias": float((mean - ref).norm()) / math.sqrt(norm2),
+        "bias_noise": math.sqrt((var / len(g) + ref_var) / norm2),
+        "relative_variance": var / norm2,
+        "draw_cosine": float(draw.mean()),
+    }
+
+
+def _is_discrete(fn) -> bool:
+    try:
+        return bool(fn.support.is_discrete)
+    except (AttributeError, NotImplementedError):
+        return False
+
+
+def _reference(model, guide, guide_trace, args, kwargs, draws, max_plate_nesting):
+    """How the reference is computed: ``(label, elbo, guide, steps, evaluations)``.
+
+    Exact enumeration (Pyro's ``TraceEnum_ELBO`` on the guide enumerated in parallel)
+    where every discrete latent site can be enumerated and the model broadcasts over
+    it; RLOO otherwise (a ``.to_event`` site, a model that indexes with ``int(z)``).
+    """
+    exact_elbo, rloo_elbo = reference_elbos(max_plate_nesting)
+    latents = [
+        site
+        for site in guide_trace.nodes.values()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+    discrete = [site for site in latents if _is_discrete(site["fn"])]
+    if discrete and all(getattr(s["fn"], "has_enumerate_support", False) for s in discrete):
+        enum_guide = config_enumerate(guide, "parallel")
+        try:
+            with torch.no_grad():
+                exact_elbo.loss(model, enum_guide, *args, **kwargs)
+        except Exception:  # the model does not broadcast over enumerated values
+            pass
+        else:
+            if len(discrete) == len(latents):
+                return "exact", exact_elbo, enum_guide, 1, 1
+            return "enumeration, Monte Carlo", exact_elbo, enum_guide, draws, draws
+    steps = max(2, draws // RLOO_SAMPLES)
+    return "RLOO, Monte Carlo", rloo_elbo, guide, steps, steps * RLOO_SAMPLES
+
+
+def compare_estimators(
+    model: Callable,
+    guide: Callable,
+    *args,
+    estimators: Mapping[str, ELBO] | Sequence[ELBO] | None = None,
+    num_draws: int = 100,
+    reference_draws: int = 1000,
+    max_plate_nesting: int | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    **kwargs,
+) -> Comparison:
+    r"""Measure every estimator's gradient at the current parameters of ``model`` and
+    ``guide`` against a reference (exact enumeration where possible).
+
+    The first thing to run when choosing an estimator for a model: it needs the model,
+    the guide and their arguments, trains nothing and restores every parameter.
+
+    :param model: the Pyro model.
+    :param guide: the Pyro guide, as it is trained (plain ``dist.Categorical``,
+        ``Bernoulli``, ``OneHotCategorical`` sites, or the plugin's distributions).
+    :param args: passed to ``model`` and ``guide``.
+    :param estimators: ELBO objects to measure, by name (a mapping) or named by their
+        ``repr``; default :func:`~pyro_ils.infer.estimator_catalog.default_estimators`,
+        every estimator the package has and Pyro's own.
+    :param num_draws: gradients drawn per estimator (:math:`M \ge 2`).
+    :param reference_draws: objective evaluations of a Monte Carlo reference (unused
+        when the reference is exact).
+    :param max_plate_nesting: passed to the ELBOs that need it (guessed by Pyro if
+        ``None``).
+    :param seed: if given, ``pyro.set_rng_seed(seed)`` before each estimator, so that
+        each sees the same minibatch and the same random stream.
+    :param progress: show a progress bar.
+    :param verbose: print the table.
+    :param kwargs: passed to ``model`` and ``guide``.
+    :returns: a :class:`Comparison` (iterate for the :class:`EstimatorRecord`
+        s, ``str()`` for the table).
+    """
+    if num_draws < 2:
+        raise ValueError(f"num_draws must be at least 2, got {num_draws}")
+    if reference_draws < 2:
+        raise ValueError(f"reference_draws must be at least 2, got {reference_draws}")
+    if estimators is None:
+        estimators = default_estimators(max_plate_nesting)
+    elif not isinstance(estimators, Mapping):
+        estimators = {repr(e): e for e in estimators}
+    for name, elbo in estimators.items():
+        if not isinstance(elbo, ELBO):
+            raise TypeError(f"estimator {name!r} is not a Pyro ELBO: {elbo!r}")
+
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    # Initialise the parameters (as a first SVI step would) and hold one minibatch.
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    held = {
+        name: site["value"]
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and site_is_subsample(site)
+    }
+    model, guide = _HeldSubsample(held)(model), _HeldSubsample(held)(guide)
+    names = sorted(name for name, p in pyro.get_param_store()._params.items() if p.requires_grad)
+    state = _ParamState()
+
+    bar = tqdm(
+        total=num_draws * len(estimators),
+        desc="compare_estimators",
+        disable=not progress,
+        leave=False,
+    )
+    try:
+        reference, ref_elbo, ref_guide, ref_num, ref_evals = _reference(
+            model, guide, guide_trace, args, kwargs, reference_draws, max_plate_nesting
+        )
+        bar.total += ref_num
+        state.restore()
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        ref_g, _ = _draws(ref_elbo, model, ref_guide, args, kwargs, names, ref_num, bar)
+        state.restore()
+        ref = ref_g.mean(0)
+        ref_var = float(((ref_g - ref) ** 2).sum(-1).sum() / max(ref_num - 1, 1)) / ref_num
+        if ref_num == 1:
+            ref_var = 0.0
+        if float(ref.norm()) == 0.0:
+            raise ValueError("the reference gradient is zero: nothing to compare with")
+        records = []
+        for name, elbo in estimators.items():
+            if seed is not None:
+                pyro.set_rng_seed(seed)
+            start = bar.n
+            try:
+                g, seconds = _draws(elbo, model, guide, args, kwargs, names, num_draws, bar)
+                stats = _stats(g, ref, ref_var)
+                records.append(
+                    EstimatorRecord(name, **stats, seconds_per_step=seconds, num_draws=num_draws)
+                )
+            except Exception as e:  # not applicable to this model: say why
+                bar.update(start + num_draws - bar.n)
+                nan = math.nan
+                error = f"{type(e).__name__}: {e}"
+                records.append(EstimatorRecord(name, nan, nan, nan, nan, nan, nan, 0, error=error))
+            finally:
+                state.restore()
+    finally:
+        bar.close()
+        state.restore()
+    result = Comparison(
+        records=tuple(records),
+        reference=reference,
+        reference_draws=ref_evals,
+        reference_error=math.sqrt(ref_var) / float(ref.norm()),
+        reference_norm=float(ref.norm()),
+        num_parameters=int(ref.numel()),
+        reference_gradient=_by_name(ref, names),
+    )
+    if verbose:
+        print(result.table())
+    return result
