@@ -9,6 +9,7 @@ multi-evaluation ELBOs ILS is compared with (RLOO, MuProp, REBAR, RELAX, DisARM
 and IndeCateR).
 """
 
+from pyro_ils.infer.evaluations import evaluations_per_step
 from pyro_ils.infer.reparam import ILSReparam
 from pyro_ils.infer.trace_disarm_elbo import TraceDisARM_ELBO
 from pyro_ils.infer.trace_ils_cv_elbo import TraceILSCV_ELBO
@@ -35,4 +36,5 @@ __all__ = [
     "TraceREBAR_ELBO",
     "TraceRELAX_ELBO",
     "TraceRLOO_ELBO",
+    "evaluations_per_step",
 ]
