@@ -29,9 +29,11 @@ it for one draw. As in Pyro's score-function term, the explicit dependence of
 
 **Equivalent estimators.** Dimitriev and Zhou (2021, "ARMS: Antithetic-REINFORCE-
 Multi-Sample Gradient for Binary Variables", ICML) show that DisARM is their ARMS
-with two samples. U2G (Yin, Ho, Zhang and Zhou 2020, "Probabilistic Best Subset
-Selection via Gradient-Based Optimization") is the same two-sample antithetic
-estimator, derived independently.
+with two samples. Since :math:`(-1)^{\tilde b_j} 1[b_j \ne \tilde b_j] = b_j - \tilde
+b_j`, the estimate is :math:`\tfrac12 (f(b) - f(\tilde b)) (b_j - \tilde b_j)
+\sigma(|\alpha_j|)`, the form in which U2G (Yin, Ho, Yan, Qian and Zhou 2020,
+"Probabilistic Best Subset Selection via Gradient-Based Optimization") states the same
+two-sample antithetic estimator, derived independently.
 
 **Rao-Blackwellization over plates.** As in
 :class:`~pyro_ils.infer.trace_rloo_elbo.TraceRLOO_ELBO`, the difference
@@ -73,7 +75,7 @@ References:
     stochastic binary networks. ICLR.
 
     Yin, M., Ho, N., Yan, B., Qian, X. and Zhou, M. (2020). Probabilistic best
-    subset selection via gradient-based optimization. arXiv:2006.11032.
+    subset selection via gradient-based optimization. arXiv:2006.06448.
 
     Dimitriev, A. and Zhou, M. (2021). ARMS: Antithetic-REINFORCE-multi-sample
     gradient for binary variables. ICML.
