@@ -53,9 +53,10 @@ apply as in :class:`~pyro_ils.TraceILSDiff_ELBO`; leave them unset for IndeCateR
 (in ``Independent``, masked and expanded wrappers); the model and guide must broadcast
 over a new dim left of the plates, as for ``TraceEnum_ELBO``.
 
-**Cost:** per draw, one run of the model and the guide, and one more over
-:math:`\sum_d K_d` alternatives (the guide not run over them once the mean-field check
-has passed); :func:`~pyro_ils.infer.evaluations.evaluations_per_step` counts them.
+**Cost:** per draw, one run of the model and the guide, and one more over the
+alternatives: :math:`\sum_d K_d` rows, fewer where a plate splits the terms (its
+elements then share their rows); the guide is not run over them once the mean-field
+check has passed. :func:`~pyro_ils.infer.evaluations.evaluations_per_step` counts them.
 
 References:
     De Smet, L., Sansone, E. and Zuidberg Dos Martires, P. (2023). Differentiable

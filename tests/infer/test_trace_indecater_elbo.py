@@ -29,25 +29,26 @@ INIT = {
     "qp": 0.5 * torch.randn(2, 3, generator=G, dtype=DTYPE),
     "q2": 0.5 * torch.randn(2, generator=G, dtype=DTYPE),
     "theta": torch.tensor(0.7, dtype=DTYPE),
+    "p2": torch.tensor([0.3, -0.2], dtype=DTYPE),  # the prior logits of z2, learned
 }
-PARAMS = ["q1", "qp", "q2", "theta"]
+PARAMS = ["q1", "qp", "q2", "theta", "p2"]
 A = torch.randn(3, 3, generator=G, dtype=DTYPE)
 B = torch.randn(2, generator=G, dtype=DTYPE)
 C = torch.randn(3, generator=G, dtype=DTYPE)
 X = torch.tensor([0.3, -0.5], dtype=DTYPE)
 Y = torch.tensor(0.4, dtype=DTYPE)
-PRIOR1, PRIORP, PRIOR2 = torch.ones(3) / 3, torch.tensor([0.2, 0.3, 0.5]), torch.ones(2) / 2
+PRIOR1, PRIORP = torch.ones(3) / 3, torch.tensor([0.2, 0.3, 0.5])
 
 
 def y_mean(z1, zp, z2, theta):
     return theta * B[z2] * z1 + C[zp].sum(-1)
 
 
-def log_joint(z1, zp, z2, theta):
+def log_joint(z1, zp, z2, theta, p2):
     out = dist.Categorical(PRIOR1.to(DTYPE)).log_prob(z1)
     out = out + dist.Categorical(PRIORP.to(DTYPE)).log_prob(zp).sum()
     out = out + dist.Normal(A[z1, zp], 1.0).log_prob(X).sum()
-    out = out + dist.Categorical(PRIOR2.to(DTYPE)).log_prob(z2)
+    out = out + dist.Categorical(logits=p2).log_prob(z2)
     return out + dist.Normal(y_mean(z1, zp, z2, theta), 1.0).log_prob(Y)
 
 
@@ -65,12 +66,12 @@ def make_problem(draws: list):
         return pyro.param(name, lambda: INIT[name].clone())
 
     def model():
-        theta = param("theta")
+        theta, p2 = param("theta"), param("p2")
         z1 = pyro.sample("z1", dist.Categorical(PRIOR1.to(DTYPE)))
         with pyro.plate("p", 2):
             zp = pyro.sample("zp", dist.Categorical(PRIORP.to(DTYPE)))
             pyro.sample("x", dist.Normal(A[z1, zp], 1.0), obs=X)
-        z2 = pyro.sample("z2", dist.Categorical(PRIOR2.to(DTYPE)))
+        z2 = pyro.sample("z2", dist.Categorical(logits=p2))
         # keepdim: z1 and z2 carry the plate's dim of size 1 in the run over the
         # alternatives (a new dim left of the plate), as in parallel enumeration
         mean = theta * B[z2] * z1 + C[zp].sum(-1, keepdim=True)
@@ -93,11 +94,11 @@ def params():
 
 def paper_formula(draws) -> torch.Tensor:
     """IndeCateR's estimate by a loop over the draws, the dimensions and the categories."""
-    q1, qp, q2, theta = ps = params()
+    q1, qp, q2, theta, p2 = ps = params()
     sizes = {"z1": 3, ("zp", 0): 3, ("zp", 1): 3, "z2": 2}
     total = 0.0
     for z1, zp, z2 in draws:
-        total = total + log_joint(z1, zp, z2, theta)  # pathwise: theta at the draw
+        total = total + log_joint(z1, zp, z2, theta, p2)  # pathwise: theta, p2 at the draw
         for dim, num in sizes.items():
             for k in range(num):
                 x1, xp, x2 = z1.clone(), zp.clone(), z2.clone()
@@ -108,19 +109,19 @@ def paper_formula(draws) -> torch.Tensor:
                 else:
                     xp[dim[1]], prob = k, qp[dim[1]].softmax(-1)[k]
                 with torch.no_grad():
-                    f = log_joint(x1, xp, x2, theta) - log_q(x1, xp, x2, q1, qp, q2)
+                    f = log_joint(x1, xp, x2, theta, p2) - log_q(x1, xp, x2, q1, qp, q2)
                 total = total + prob * f
     grads = torch.autograd.grad(total / len(draws), ps)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
 def exact_gradient() -> torch.Tensor:
-    q1, qp, q2, theta = ps = params()
+    q1, qp, q2, theta, p2 = ps = params()
     elbo = 0.0
     for z1, a, b, z2 in itertools.product(range(3), range(3), range(3), range(2)):
         z1, zp, z2 = torch.tensor(z1), torch.tensor([a, b]), torch.tensor(z2)
         lq = log_q(z1, zp, z2, q1, qp, q2)
-        elbo = elbo + lq.exp() * (log_joint(z1, zp, z2, theta) - lq)
+        elbo = elbo + lq.exp() * (log_joint(z1, zp, z2, theta, p2) - lq)
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(elbo, ps)])
 
 
