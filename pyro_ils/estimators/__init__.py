@@ -7,8 +7,9 @@ site, to :class:`~pyro_ils.ILSReparam` or to a ``Surrogate*`` distribution.
 
 The distributions with a fixed estimator (``STCategorical``, ``ReinMaxCategorical``,
 ...) live in :mod:`pyro_ils.distributions`, and the multi-evaluation ELBOs
-(``TraceRLOO_ELBO``, ``TraceMuProp_ELBO``, ``TraceREBAR_ELBO``, ``TraceRELAX_ELBO``)
-in :mod:`pyro_ils.infer`; both are importable from this package as before.
+(``TraceRLOO_ELBO``, ``TraceMuProp_ELBO``, ``TraceREBAR_ELBO``, ``TraceRELAX_ELBO``,
+``TraceDisARM_ELBO``, ``TraceIndeCateR_ELBO``) in :mod:`pyro_ils.infer`; both are
+importable from this package as before.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _MOVED = {
     "STGumbelCategorical": "pyro_ils.distributions",
     "STGumbelOneHotCategorical": "pyro_ils.distributions",
     "STOneHotCategorical": "pyro_ils.distributions",
+    "TraceDisARM_ELBO": "pyro_ils.infer.trace_disarm_elbo",
+    "TraceIndeCateR_ELBO": "pyro_ils.infer.trace_indecater_elbo",
     "TraceMuProp_ELBO": "pyro_ils.infer.trace_muprop_elbo",
     "TraceREBAR_ELBO": "pyro_ils.infer.trace_rebar_elbo",
     "TraceRELAX_ELBO": "pyro_ils.infer.trace_relax_elbo",

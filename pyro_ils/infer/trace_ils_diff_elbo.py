@@ -110,6 +110,8 @@ ELBO).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor
@@ -228,14 +230,33 @@ class TraceILSDiff_ELBO(Trace_ELBO):
             self._attach_targets(model, guide, args, kwargs, model_trace, guide_trace)
         return model_trace, guide_trace
 
-    def loss(self, model, guide, *args, **kwargs):
+    @contextlib.contextmanager
+    def _without_targets(self):
+        """Traces of the draw only: no run over the alternatives (``loss``, counting)."""
         self._values_only = True
         try:
-            return super().loss(model, guide, *args, **kwargs)
+            yield
         finally:
             self._values_only = False
 
-    def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):
+    def loss(self, model, guide, *args, **kwargs):
+        with self._without_targets():
+            return super().loss(model, guide, *args, **kwargs)
+
+    def alternatives_per_draw(self, model, guide, *args, **kwargs) -> int:
+        """The number of rows of alternatives that one draw's run over them holds: the
+        sum over the routed sites of ``M`` (``K`` per coupled block; see the module
+        docstring), counted on a fresh draw of the traces, without running the
+        alternatives. (:func:`~pyro_ils.infer.evaluations.evaluations_per_step` counts a
+        whole step.)"""
+        with self._without_targets():
+            model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        plans, _ = self._plans(model_trace, guide_trace, with_kl=False)
+        return sum(plan.num_alt for plan in plans)
+
+    def _plans(self, model_trace, guide_trace, with_kl: bool = True) -> tuple[list[_Plan], int]:
+        """``(plans, nesting)``: one :class:`~pyro_ils.infer.ils_diff_plan._Plan` per
+        routed site of a draw's traces (its KL left out unless ``with_kl``)."""
         nesting = self._nesting
         if nesting is None:
             nesting = _max_plate_nesting(model_trace, guide_trace)
@@ -243,8 +264,13 @@ class TraceILSDiff_ELBO(Trace_ELBO):
         for name, site in list(guide_trace.nodes.items()):
             if site["type"] != "sample" or _KEY not in site["infer"]:
                 continue
-            kl = site_kl(name, site, model_trace) if self.analytic_kl else None
+            analytic = with_kl and self.analytic_kl
+            kl = site_kl(name, site, model_trace) if analytic else None
             plans.append(_Plan.of(name, site, kl, nesting, guide_trace, model_trace))
+        return plans, nesting
+
+    def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):
+        plans, nesting = self._plans(model_trace, guide_trace)
         if not plans:
             return
         with torch.set_grad_enabled(self.rao_blackwellize and torch.is_grad_enabled()):
