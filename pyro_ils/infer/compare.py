@@ -55,7 +55,13 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
-from pyro_ils.infer.estimator_catalog import RLOO_SAMPLES, default_estimators, reference_elbos
+from pyro_ils.infer.estimator_catalog import (
+    RLOO_SAMPLES,
+    default_estimators,
+    matched_rloo,
+    reference_elbos,
+)
+from pyro_ils.infer.evaluations import evaluations_per_step
 
 __all__ = ["EstimatorRecord", "Comparison", "compare_estimators"]
 
@@ -72,6 +78,9 @@ class EstimatorRecord:
     draw_cosine: float
     seconds_per_step: float
     num_draws: int
+    #: objective evaluations per step (:func:`~pyro_ils.infer.evaluations_per_step`),
+    #: ``None`` where it does not count this ELBO
+    evaluations: int | None = None
     #: why the estimator could not run on this model (the numbers are then ``nan``)
     error: str | None = None
 
@@ -137,6 +146,7 @@ _COLUMNS = (
     ("variance", lambda r: f"{r.relative_variance:.3g}"),
     ("draw cos", lambda r: f"{r.draw_cosine:.3f}"),
     ("ms/step", lambda r: f"{1e3 * r.seconds_per_step:.2f}"),
+    ("evals", lambda r: "-" if r.evaluations is None else str(r.evaluations)),
 )
 
 
@@ -195,6 +205,13 @@ def _draws(elbo: ELBO, model, guide, args, kwargs, names, num, bar) -> tuple[tor
         out.append(torch.cat(parts))
         bar.update(1)
     return torch.stack(out), seconds / max(num, 1)
+
+
+def _evaluations(elbo, model, guide, args, kwargs) -> int | None:
+    try:
+        return evaluations_per_step(elbo, model, guide, *args, **kwargs)
+    except TypeError:  # an ELBO it does not count
+        return None
 
 
 def _by_name(flat: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
@@ -300,7 +317,8 @@ def compare_estimators(
         raise ValueError(f"num_draws must be at least 2, got {num_draws}")
     if reference_draws < 2:
         raise ValueError(f"reference_draws must be at least 2, got {reference_draws}")
-    if estimators is None:
+    defaults = estimators is None
+    if defaults:
         estimators = default_estimators(max_plate_nesting)
     elif not isinstance(estimators, Mapping):
         estimators = {repr(e): e for e in estimators}
@@ -321,6 +339,11 @@ def compare_estimators(
     model, guide = _HeldSubsample(held)(model), _HeldSubsample(held)(guide)
     names = sorted(name for name, p in pyro.get_param_store()._params.items() if p.requires_grad)
     state = _ParamState()
+    if defaults:  # RLOO at as many evaluations as the exact differences make
+        matched = matched_rloo(model, guide, *args, max_plate_nesting=max_plate_nesting, **kwargs)
+        state.restore()
+        if matched is not None:
+            estimators[matched[0]] = matched[1]
 
     bar = tqdm(
         total=num_draws * len(estimators),
@@ -352,6 +375,7 @@ def compare_estimators(
             try:
                 g, seconds = _draws(elbo, model, guide, args, kwargs, names, num_draws, bar)
                 stats = _stats(g, ref, ref_var)
+                stats["evaluations"] = _evaluations(elbo, model, guide, args, kwargs)
                 records.append(
                     EstimatorRecord(name, **stats, seconds_per_step=seconds, num_draws=num_draws)
                 )
