@@ -1,9 +1,10 @@
 """Estimator objects for discrete sites, and the estimators ILS is compared with.
 
 The objects (:class:`ILS`, :class:`StraightThrough`, :class:`ReinMax`,
-:class:`STGumbel`, :class:`GumbelRao`, :class:`GST`, :class:`DefaultILS`) say what an exact draw sends back to its
-logits; pass one to an ILS ELBO (``estimator=``), to ``infer={"ils": ...}`` of one
-site, to :class:`~pyro_ils.ILSReparam` or to a ``Surrogate*`` distribution.
+:class:`STGumbel`, :class:`GumbelRao`, :class:`GST`, :class:`DefaultILS`) say what an
+exact draw sends back to its logits; pass one to an ILS ELBO (``estimator=``), to
+``infer={"ils": ...}`` of one site, to :class:`~pyro_ils.ILSReparam` or to a
+``Surrogate*`` distribution.
 
 The distributions with a fixed estimator (``STCategorical``, ``ReinMaxCategorical``,
 ...) live in :mod:`pyro_ils.distributions`, and the multi-evaluation ELBOs

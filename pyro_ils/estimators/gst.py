@@ -23,7 +23,8 @@ the drawn logit to the maximum, and :math:`m_2 = (1 - z) \odot
 and the logits receive the backward of ``y = softmax(tilde_l / tau)``,
 
 .. math:: \hat\nabla_{\mathrm{logits}} = \tfrac{1}{\tau}\, J_{\mathrm{softmax}}(y)^\top g
-          = \tfrac{1}{\tau}\, y \odot (g - \langle y, g \rangle), \qquad g = \partial L / \partial z.
+          = \tfrac{1}{\tau}\, y \odot (g - \langle y, g \rangle),
+          \qquad g = \partial L / \partial z.
 
 ``kappa=1.0`` is the authors' GST-1.0. ``kappa="p"`` is their GST-p, whose gap
 follows the drawn category's probability :math:`\pi_k`:
