@@ -4,9 +4,11 @@ Each oracle is an independent statement of a formula in plain autograd (or plain
 arithmetic), written from the paper, not from the package's code:
 
 * :func:`oracle_project`: the Euclidean projection onto the simplex, by bisection;
-* :func:`st_oracle`, :func:`paper_reinmax`, :func:`st_gumbel_oracle`: the
-  straight-through, ReinMax (Liu et al. 2023, Algorithm 2) and ST-Gumbel estimators as
-  stop-gradient expressions whose autograd gives their backward;
+* :func:`st_oracle`, :func:`paper_reinmax`, :func:`st_gumbel_oracle`,
+  :func:`paper_gumbel_rao`, :func:`paper_gst`: the straight-through, ReinMax (Liu et
+  al. 2023, Algorithm 2), ST-Gumbel, Gumbel-Rao (Paulus et al. 2021) and gapped
+  straight-through (Fan et al. 2022) estimators as stop-gradient expressions whose
+  autograd gives their backward;
 * :func:`autograd_grad`: the gradient for ``logits`` of ``<out, g>``.
 
 :func:`bias_outliers` is the normal test that a Monte Carlo mean matches an exact
@@ -79,6 +81,30 @@ def st_gumbel_oracle(
     ``y = softmax((logits + sg(perturbed - logits)) / tau)``."""
     y = ((logits + (perturbed - logits).detach()) / tau).softmax(-1)
     return y - y.detach() + onehot
+
+
+def paper_gumbel_rao(logits, onehot, perturbed, tau):
+    """Paulus et al. (2021), the Monte Carlo estimator: ``D + mean_s (y_s - sg(y_s))``,
+    ``y_s = softmax((logits + sg(perturbed_s - logits)) / tau)``, ``perturbed`` of
+    shape ``(..., S, K)``."""
+    logits = logits.unsqueeze(-2)
+    noise = (perturbed - logits).detach()
+    noise = noise.masked_fill(logits.detach() == -torch.inf, 0.0)  # (-inf - -inf)
+    y = torch.softmax((logits + noise) / tau, -1)
+    return onehot + (y - y.detach()).mean(-2)
+
+
+def paper_gst(logits, onehot, tau, kappa):
+    """Fan et al. (2022), in plain autograd: the perturbation ``m1 - m2`` held fixed."""
+    theta = logits.detach()
+    top = theta.max(-1, keepdim=True).values
+    if kappa == "p":  # GST-p: the gap from the drawn category's probability
+        p = (theta.softmax(-1) * onehot).sum(-1, keepdim=True)
+        kappa = -torch.log(1 - p) / p
+    m1 = torch.where(onehot > 0, top - theta, torch.zeros_like(theta))
+    m2 = (1 - onehot) * torch.relu(theta - top + kappa)
+    y = torch.softmax((logits + (m1 - m2).detach()) / tau, -1)
+    return onehot + y - y.detach()
 
 
 def bias_outliers(draws, exact, alpha=ALPHA):

@@ -13,7 +13,7 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from common import autograd_grad, check_routing_matches_class, st_oracle
+from common import autograd_grad, check_routing_matches_class, paper_gst, st_oracle
 from test_estimators_straight_through import (
     DTYPES,
     as_index,
@@ -34,19 +34,6 @@ pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 CLASSES = [GSTOneHotCategorical, GSTCategorical]
 KAPPAS = [0.5, 1.0, 3.0, "p"]
-
-
-def paper_gst(logits, onehot, tau, kappa):
-    """Fan et al. (2022), in plain autograd: the perturbation ``m1 - m2`` held fixed."""
-    theta = logits.detach()
-    top = theta.max(-1, keepdim=True).values
-    if kappa == "p":  # GST-p: the gap from the drawn category's probability
-        p = (theta.softmax(-1) * onehot).sum(-1, keepdim=True)
-        kappa = -torch.log(1 - p) / p
-    m1 = torch.where(onehot > 0, top - theta, torch.zeros_like(theta))
-    m2 = (1 - onehot) * torch.relu(theta - top + kappa)
-    y = torch.softmax((logits + (m1 - m2).detach()) / tau, -1)
-    return onehot + y - y.detach()
 
 
 def paper_grad(tau, kappa):

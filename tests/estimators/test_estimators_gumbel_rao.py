@@ -12,7 +12,12 @@ import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-from common import autograd_grad, check_routing_matches_class, st_gumbel_oracle
+from common import (
+    autograd_grad,
+    check_routing_matches_class,
+    paper_gumbel_rao,
+    st_gumbel_oracle,
+)
 from scipy.stats import norm
 from test_estimators_straight_through import (
     DTYPES,
@@ -41,17 +46,6 @@ pytestmark = pytest.mark.usefixtures("clean_param_store")
 
 CLASSES = [GumbelRaoOneHotCategorical, GumbelRaoCategorical]
 OPTS = {"temperature": 0.7, "num_samples": 4}
-
-
-def paper_gumbel_rao(logits, onehot, perturbed, tau):
-    """Paulus et al. (2021), the Monte Carlo estimator: ``D + mean_s (y_s - sg(y_s))``,
-    ``y_s = softmax((logits + sg(perturbed_s - logits)) / tau)``, ``perturbed`` of
-    shape ``(..., S, K)``."""
-    logits = logits.unsqueeze(-2)
-    noise = (perturbed - logits).detach()
-    noise = noise.masked_fill(logits.detach() == -torch.inf, 0.0)  # (-inf - -inf)
-    y = torch.softmax((logits + noise) / tau, -1)
-    return onehot + (y - y.detach()).mean(-2)
 
 
 # --- the backward against the paper's formula -----------------------------------------
