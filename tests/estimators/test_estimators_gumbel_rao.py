@@ -70,25 +70,33 @@ def test_backward_matches_paper_given_the_noise(tau, num_samples, batch_shape, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
-def test_distribution_backward_reconstructed_by_seed(cls, dtype):
+@pytest.mark.parametrize(
+    "cls, opts",
+    [(cls, OPTS) for cls in CLASSES]
+    + [(cls, {"temperature": 0.6}) for cls in (STGumbelOneHotCategorical, STGumbelCategorical)],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
+def test_distribution_backward_reconstructed_by_seed(cls, opts, dtype):
     """The distribution draws ``k`` with the base sampler, then ``S`` noise draws given
-    ``k``: replaying the RNG reconstructs the noise, and the gradient is the formula
-    (a category of ``-inf`` logit included)."""
+    ``k`` (ST-Gumbel: one): replaying the RNG reconstructs the noise, and the gradient
+    is the formula (a category of ``-inf`` logit included)."""
     logits = torch.tensor(
         [[0.2, -1.0, 0.7, 0.0], [1.5, -torch.inf, 0.1, -0.4]], dtype=dtype, requires_grad=True
     )
-    d = cls(logits=logits, **OPTS)
+    d = cls(logits=logits, **opts)
     g = torch.randn(3, 2, 4, dtype=dtype)
     pyro.set_rng_seed(11)
     z = draw_onehot(cls, d, (3,))
     (grad,) = torch.autograd.grad((z * g).sum(), logits)
     pyro.set_rng_seed(11)
     index = as_index(cls, d.sample((3,)))
-    perturbed = gumbel_given_argmax(logits.detach(), index, OPTS["num_samples"])
+    num_samples = opts.get("num_samples")
+    perturbed = gumbel_given_argmax(logits.detach(), index, num_samples)
+    if num_samples is None:
+        perturbed = perturbed.unsqueeze(-2)
     g_clean = g.masked_fill(logits.detach() == -torch.inf, 0.0)
     onehot = F.one_hot(index, 4).to(dtype)
-    reference = paper_gumbel_rao(logits, onehot, perturbed, OPTS["temperature"])
+    reference = paper_gumbel_rao(logits, onehot, perturbed, opts["temperature"])
     torch.testing.assert_close(grad, autograd_grad(reference, logits, g_clean))
     assert torch.isfinite(grad).all() and grad[1, 1] == 0
 
