@@ -18,6 +18,7 @@ from common import (
     paper_gumbel_rao,
     st_gumbel_oracle,
 )
+from conftest import devices
 from scipy.stats import norm
 from test_estimators_straight_through import (
     DTYPES,
@@ -51,20 +52,21 @@ OPTS = {"temperature": 0.7, "num_samples": 4}
 # --- the backward against the paper's formula -----------------------------------------
 
 
+@pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_shape", [(), (6,), (2, 3)], ids=str)
 @pytest.mark.parametrize("tau, num_samples", [(0.3, 1), (1.0, 5), (2.5, 17)])
-def test_backward_matches_paper_given_the_noise(tau, num_samples, batch_shape, dtype):
+def test_backward_matches_paper_given_the_noise(tau, num_samples, batch_shape, dtype, device):
     torch.manual_seed(0)
-    logits = torch.randn(batch_shape + (5,), dtype=dtype, requires_grad=True)
+    logits = torch.randn(batch_shape + (5,), dtype=dtype, device=device, requires_grad=True)
     index = torch.distributions.Categorical(logits=logits.detach()).sample()
     perturbed = gumbel_given_argmax(logits, index, num_samples)
     assert perturbed.shape == batch_shape + (num_samples, 5)
     assert (perturbed.argmax(-1) == index.unsqueeze(-1)).all()
     z = GumbelRao(tau, num_samples).onehot_given_noise(logits, index, perturbed)
     onehot = F.one_hot(index, 5).to(dtype)
-    assert torch.equal(z.detach(), onehot)
-    g = torch.randn(z.shape, dtype=dtype)
+    assert torch.equal(z.detach(), onehot) and z.device == logits.device
+    g = torch.randn(z.shape, dtype=dtype, device=device)
     expected = autograd_grad(paper_gumbel_rao(logits, onehot, perturbed, tau), logits, g)
     torch.testing.assert_close(autograd_grad(z, logits, g), expected)
 
@@ -158,11 +160,12 @@ def test_one_sample_is_st_gumbel(gr_cls, st_cls):
 # --- the forward is the exact draw ------------------------------------------------------
 
 
+@pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
-def test_forward_goodness_of_fit(cls, dtype):
+def test_forward_goodness_of_fit(cls, dtype, device):
     """Pooled chi-square against Categorical(softmax(logits)); false-alarm rate P_MIN."""
-    check_goodness_of_fit(cls, OPTS, dtype, "cpu")
+    check_goodness_of_fit(cls, OPTS, dtype, device)
 
 
 @pytest.mark.parametrize("cls", CLASSES + [GumbelRaoBernoulli], ids=lambda c: c.__name__)
