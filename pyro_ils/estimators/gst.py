@@ -2,10 +2,11 @@ r"""Gapped straight-through (GST; Fan, Chi, Rudnicky and Ramadge 2022).
 
 ST-Gumbel (:class:`~pyro_ils.estimators.STGumbel`) sends the logits the backward
 through ``softmax((logits + G) / tau)``, with Gumbel noise ``G`` that makes the drawn
-category the argmax. Fan et al. (2022) keep what they find essential in that perturbed
-point (the drawn category is its argmax, and it leads the others by a gap) and drop
-the noise: the perturbation is a deterministic function of the logits and the draw,
-so the estimator needs no resampling and has no noise of its own.
+category the argmax. Fan et al. (2022) name the properties of that perturbed point they
+find essential and build a perturbation with them, without the noise: the drawn category is
+the argmax of the perturbed logits, and leads the others by a gap. The perturbation is
+a deterministic function of the logits and the draw, so the estimator needs no
+resampling and has no noise of its own.
 
 The draw is exact, ``z = onehot(k)``, ``k ~ Categorical(softmax(logits))``. With
 :math:`M = \max_j \mathrm{logits}_j` and a gap :math:`\kappa > 0`, the perturbed logits
