@@ -12,6 +12,12 @@ from pyro_ils.distributions.generic import (
     SurrogateCategorical,
     SurrogateOneHotCategorical,
 )
+from pyro_ils.distributions.gst import GSTBernoulli, GSTCategorical, GSTOneHotCategorical
+from pyro_ils.distributions.gumbel_rao import (
+    GumbelRaoBernoulli,
+    GumbelRaoCategorical,
+    GumbelRaoOneHotCategorical,
+)
 from pyro_ils.distributions.ils import (
     ILSBernoulli,
     ILSCategorical,
@@ -28,6 +34,12 @@ from pyro_ils.distributions.straight_through import (
 from pyro_ils.distributions.surrogate import SurrogateDistributionMixin, SurrogateIndependent
 
 __all__ = [
+    "GSTBernoulli",
+    "GSTCategorical",
+    "GSTOneHotCategorical",
+    "GumbelRaoBernoulli",
+    "GumbelRaoCategorical",
+    "GumbelRaoOneHotCategorical",
     "ILSBernoulli",
     "ILSCategorical",
     "ILSDistributionMixin",

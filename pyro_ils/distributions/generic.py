@@ -35,7 +35,7 @@ def check_estimator(estimator) -> Estimator:
     if not isinstance(estimator, Estimator):
         raise TypeError(
             "estimator must be a pyro_ils.estimators.Estimator (ILS(), StraightThrough(), "
-            f"ReinMax(), STGumbel(), DefaultILS()), got {estimator!r}"
+            f"ReinMax(), STGumbel(), GumbelRao(), GST(), DefaultILS()), got {estimator!r}"
         )
     return estimator
 

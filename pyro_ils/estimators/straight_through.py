@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyro_ils.estimators.base import LinearEstimator
-from pyro_ils.estimators.gumbel import gumbel_given_onehot
+from pyro_ils.estimators.gumbel import gumbel_given_onehot, relax_onehot
 from pyro_ils.ops.exact_draw import exact_onehot
 from pyro_ils.ops.softmax import softmax, softmax_vjp
 from pyro_ils.options import check_positive
@@ -65,6 +65,7 @@ __all__ = [
     "straight_through_onehot",
     "st_gumbel_onehot",
     "gumbel_given_argmax",
+    "relaxed_rule",
 ]
 
 
@@ -108,10 +109,7 @@ class STGumbel(LinearEstimator):
         self.temperature = check_positive("temperature", temperature)
 
     def onehot(self, logits, index, support=None, weight=None) -> Tensor:
-        masked = logits.detach()
-        if support is not None:
-            masked = masked.masked_fill(~support, -torch.inf)
-        perturbed = gumbel_given_argmax(masked, index)
+        perturbed = gumbel_given_argmax(_within(logits, support), index)
         return self.onehot_given_noise(logits, index, perturbed, support, weight)
 
     def onehot_given_noise(self, logits, index, perturbed, support=None, weight=None) -> Tensor:
@@ -123,9 +121,28 @@ class STGumbel(LinearEstimator):
 
     def rule(self, logits, onehot, g, *aux) -> Tensor:
         (perturbed,) = aux
-        perturbed = perturbed.masked_fill(logits == -torch.inf, -torch.inf)
-        y = softmax(perturbed / self.temperature)
-        return softmax_vjp(y, g) / self.temperature
+        return relaxed_rule(logits, perturbed, g, self.temperature)
+
+
+def relaxed_rule(logits: Tensor, perturbed: Tensor, g: Tensor, temperature: float) -> Tensor:
+    r"""The backward through ``y = softmax(perturbed / tau)`` with ``d perturbed / d logits = I``:
+
+    .. math:: \tfrac{1}{\tau}\, J_{\mathrm{softmax}}(y)^\top g
+              = \tfrac{1}{\tau}\, y \odot (g - \langle y, g \rangle),
+
+    ``perturbed`` set to ``-inf`` where ``logits`` is (categories that cannot be drawn get
+    no mass). Broadcasts over leading dimensions. The rule of :class:`STGumbel` (Gumbel
+    noise), :class:`~pyro_ils.estimators.GumbelRao` (one term per noise draw) and
+    :class:`~pyro_ils.estimators.GST` (a deterministic perturbation).
+    """
+    perturbed = perturbed.masked_fill(logits == -torch.inf, -torch.inf)
+    return softmax_vjp(relax_onehot(perturbed, temperature), g) / temperature
+
+
+def _within(logits: Tensor, support: Tensor | None) -> Tensor:
+    """``logits`` detached, ``-inf`` outside ``support``."""
+    logits = logits.detach()
+    return logits if support is None else logits.masked_fill(~support, -torch.inf)
 
 
 def straight_through_onehot(
@@ -148,7 +165,7 @@ def straight_through_onehot(
 
 
 @torch.no_grad()
-def gumbel_given_argmax(logits: Tensor, index: Tensor) -> Tensor:
+def gumbel_given_argmax(logits: Tensor, index: Tensor, num_samples: int | None = None) -> Tensor:
     r"""Perturbed logits ``x = logits + G``, ``G`` iid Gumbel(0, 1), given ``argmax x = index``.
 
     Given the argmax ``k``, the maximum ``x_k`` is Gumbel with location
@@ -160,12 +177,16 @@ def gumbel_given_argmax(logits: Tensor, index: Tensor) -> Tensor:
               x_i = -\log\bigl(e^{-x_k} + E_i\, e^{-\mathrm{logits}_i}\bigr),\ i \ne k.
 
     Categories with ``-inf`` logits get a very negative finite ``x_i``. Returns a
-    tensor of shape ``index.shape + (K,)``, detached. (The draw is
-    :func:`pyro_ils.estimators.gumbel.gumbel_given_onehot`, which REBAR and RELAX
+    tensor of shape ``index.shape + (K,)``, detached; with ``num_samples = S``,
+    ``index.shape + (S, K)``: ``S`` independent draws given the same argmax. (The draw
+    is :func:`pyro_ils.estimators.gumbel.gumbel_given_onehot`, which REBAR and RELAX
     share, for an integer ``index``.)
     """
     logits = logits.detach()
     onehot = F.one_hot(index, logits.size(-1))
+    if num_samples is not None:
+        onehot = onehot.unsqueeze(-2).expand(index.shape + (num_samples, logits.size(-1)))
+        logits = logits.unsqueeze(-2)
     return gumbel_given_onehot(logits.expand(onehot.shape), onehot)
 
 

@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
-from common import autograd_grad, paper_reinmax, st_gumbel_oracle, st_oracle
+from common import autograd_grad, paper_gst, paper_reinmax, st_gumbel_oracle, st_oracle
 from pyro import poutine
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import SVI
@@ -29,7 +29,15 @@ from pyro_ils.distributions import (
     SurrogateCategorical,
     SurrogateOneHotCategorical,
 )
-from pyro_ils.estimators import ILS, DefaultILS, ReinMax, STGumbel, StraightThrough
+from pyro_ils.estimators import (
+    GST,
+    ILS,
+    DefaultILS,
+    GumbelRao,
+    ReinMax,
+    STGumbel,
+    StraightThrough,
+)
 from pyro_ils.ops.index_tensor import carries_ils_path
 from pyro_ils.poutine.routing import surrogate_base
 
@@ -97,6 +105,7 @@ def test_midpoint_limit_is_reinmax(tau):
     [
         (StraightThrough(), st_oracle),
         (ReinMax(1.5), lambda lg, oh: paper_reinmax(lg, oh, 1.5)),
+        (GST(0.5, 2.0), lambda lg, oh: paper_gst(lg, oh, 0.5, 2.0)),
     ],
 )
 def test_bernoulli_is_the_two_category_case(estimator, oracle):
@@ -129,7 +138,16 @@ def test_outside_support_and_zero_weight_get_no_gradient():
     index = torch.tensor([0, 1])
     weight = torch.tensor([1.0, 0.0])
     g = torch.randn(2, 3)
-    for estimator in (StraightThrough(), ReinMax(), STGumbel(), ILS(), ILS(0.0, "midpoint")):
+    for estimator in (
+        StraightThrough(),
+        ReinMax(),
+        STGumbel(),
+        GumbelRao(),
+        GST(),
+        GST(kappa="p"),
+        ILS(),
+        ILS(0.0, "midpoint"),
+    ):
         grad = autograd_grad(estimator.onehot(logits, index, weight=weight), logits, g)
         assert torch.isfinite(grad).all(), estimator
         assert grad[0, 1] == 0 and (grad[1] == 0).all(), estimator
@@ -152,6 +170,16 @@ def test_options_are_checked_and_objects_compare():
         DefaultILS(max_alternatives=-1)
     assert ILS(0.0, "midpoint").linear and not ILS(1.0, "euclidean").linear
     assert StraightThrough().linear and ReinMax().linear and STGumbel().linear
+    assert GumbelRao().linear and GST().linear
+    assert repr(GumbelRao(0.5, 3)) == "GumbelRao(temperature=0.5, num_samples=3)"
+    assert GumbelRao(0.5, 3).replace(num_samples=4) == GumbelRao(0.5, 4) != GumbelRao(0.5, 3)
+    assert GST(1.0, "p").replace(kappa=2) == GST(1.0, 2.0)
+    for bad in (0, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="num_samples"):
+            GumbelRao(1.0, bad)
+    for bad in (0, -1.0, "q", None):
+        with pytest.raises(ValueError, match="kappa"):
+            GST(1.0, bad)
 
 
 # --- distributions holding an estimator ----------------------------------------------
@@ -165,7 +193,11 @@ def test_options_are_checked_and_objects_compare():
         (SurrogateBernoulli, (3, K)),
     ],
 )
-@pytest.mark.parametrize("estimator", [StraightThrough(), ReinMax(1.5), STGumbel(0.5)])
+@pytest.mark.parametrize(
+    "estimator",
+    [StraightThrough(), ReinMax(1.5), STGumbel(0.5), GumbelRao(0.5, 3), GST(0.5, "p")],
+    ids=repr,
+)
 def test_surrogate_distribution_draws_exactly_and_keeps_its_estimator(cls, batch, estimator):
     torch.manual_seed(5)
     logits = torch.randn(batch if cls is SurrogateBernoulli else batch + (K,), requires_grad=True)
@@ -183,7 +215,14 @@ def test_surrogate_distribution_draws_exactly_and_keeps_its_estimator(cls, batch
 
 # --- an unchanged guide routed through each estimator --------------------------------
 
-ESTIMATORS = [StraightThrough(), ReinMax(1.5), STGumbel(0.5), ILS(0.5, "euclidean")]
+ESTIMATORS = [
+    StraightThrough(),
+    ReinMax(1.5),
+    STGumbel(0.5),
+    ILS(0.5, "euclidean"),
+    GumbelRao(0.5, 3),
+    GST(0.5, 1.0),
+]
 SITES = {
     "categorical": lambda p: dist.Categorical(logits=p),
     "one_hot": lambda p: dist.OneHotCategorical(logits=p),
@@ -261,8 +300,16 @@ def guide_gmm(data):
         pyro.sample("z", dist.Categorical(logits=logits))
 
 
-@pytest.mark.parametrize("elbo_cls", [TraceILS_ELBO, TraceGraphILS_ELBO, TraceEnumILS_ELBO])
-@pytest.mark.parametrize("estimator", ESTIMATORS[:3] + [DefaultILS()], ids=repr)
+@pytest.mark.parametrize(
+    "elbo_cls, estimator",
+    [
+        (elbo_cls, estimator)
+        for elbo_cls in (TraceILS_ELBO, TraceGraphILS_ELBO, TraceEnumILS_ELBO)
+        for estimator in ESTIMATORS[:3] + [DefaultILS()]
+    ]
+    + [(TraceILS_ELBO, estimator) for estimator in ESTIMATORS[4:]],
+    ids=lambda v: v.__name__ if isinstance(v, type) else repr(v),
+)
 def test_elbo_estimator_trains_unchanged_guide(elbo_cls, estimator):
     """A Gaussian mixture with fixed centres: the guide's most probable component
     is right for every point after training, which an untrained guide (uniform) is not.

@@ -63,7 +63,7 @@ from pyro_ils import (
     TraceILS_ELBO,
 )
 from pyro_ils.distributions import ILSDistributionMixin
-from pyro_ils.estimators import ILS, ReinMax, STGumbel, StraightThrough
+from pyro_ils.estimators import GST, ILS, GumbelRao, ReinMax, STGumbel, StraightThrough
 from pyro_ils.ops.index_tensor import carries_ils_path
 from pyro_ils.poutine.routing import surrogate_base
 
@@ -548,11 +548,14 @@ ELBOS_WITH_MODES = {
 
 
 #: The matrix again with each estimator of ``pyro_ils.estimators`` given to each ELBO:
-#: an unchanged guide routed through straight-through, ReinMax, ST-Gumbel or ILS.
+#: an unchanged guide routed through straight-through, ReinMax, ST-Gumbel, Gumbel-Rao,
+#: GST or ILS.
 ESTIMATORS = {
     "st": StraightThrough(),
     "reinmax": ReinMax(1.5),
     "stgumbel": STGumbel(1.0),
+    "gumbelrao": GumbelRao(1.0, 4),
+    "gst": GST(1.0, 1.0),
     "ils-euclidean": ILS(1.0, "euclidean"),
 }
 ELBOS_WITH_ESTIMATORS = {
