@@ -12,7 +12,7 @@ from __future__ import annotations
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.infer.elbo import ELBO
 
-from pyro_ils.estimators import ILS, ReinMax, STGumbel, StraightThrough
+from pyro_ils.estimators import GST, ILS, GumbelRao, ReinMax, STGumbel, StraightThrough
 from pyro_ils.infer.evaluations import evaluations_per_step
 from pyro_ils.infer.trace_disarm_elbo import TraceDisARM_ELBO
 from pyro_ils.infer.trace_ils_cv_elbo import TraceILSCV_ELBO
@@ -45,6 +45,8 @@ def default_estimators(max_plate_nesting: int | None = None) -> dict[str, ELBO]:
         "StraightThrough()": TraceILS_ELBO(estimator=StraightThrough(), **nesting),
         "ReinMax(1.0)": TraceILS_ELBO(estimator=ReinMax(1.0), **nesting),
         "STGumbel(1.0)": TraceILS_ELBO(estimator=STGumbel(1.0), **nesting),
+        "GumbelRao(1.0, 10)": TraceILS_ELBO(estimator=GumbelRao(1.0, 10), **nesting),
+        "GST(1.0, kappa=1.0)": TraceILS_ELBO(estimator=GST(1.0, 1.0), **nesting),
         "TraceILSDiff_ELBO()": TraceILSDiff_ELBO(max_plate_nesting=max_plate_nesting),
         "TraceIndeCateR_ELBO()": TraceIndeCateR_ELBO(max_plate_nesting=max_plate_nesting),
         "TraceILSCV_ELBO(2)": TraceILSCV_ELBO(num_samples=2, **nesting),
