@@ -145,8 +145,7 @@ def main(argv=None) -> dict:
     parser.add_argument("-k", dest="select", default=None, help="a pytest -k subset")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
-    result = record.header(args.allow_dirty, seeds={})
-    result["command"] = "python -m benchmarks.pyro_enum_tests " + " ".join(sys.argv[1:])
+    result = record.header(args.allow_dirty, {}, "benchmarks run pyro-tests", argv)
     result["pyro_tests_commit"] = pyro_commit(args.pyro)
     result["select"] = args.select
     result["suite"] = args.suite

@@ -9,6 +9,3 @@
 * :mod:`.cost`: time per step and peak memory against K and the number of sites;
 * :mod:`.report`: the markdown page and the plots.
 """
-
-# Puts the package, benchmarks/ and examples/ on sys.path before any submodule.
-from . import common  # noqa: F401, E402

@@ -348,10 +348,8 @@ def index(results, not_run=(), grids=()) -> str:
     )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="write the zoo's docs pages")
-    parser.add_argument("--check", action="store_true", help="fail if a page differs")
-    args = parser.parse_args(argv)
+def _results() -> tuple[list[dict], list[dict]]:
+    """The models' result files and the default's grids (quick runs left out)."""
     files = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     files = [r for r in files if not r.get("quick")]
     results = [r for r in files if "model" in r]  # a model's suite (benchmarks.zoo.run)
@@ -364,22 +362,48 @@ def main(argv=None) -> int:
             r.get("lr") == "tuned",
         )
     )
-    pages = {DOCS / f"{r['model']}.md": page(r) for r in results}
+    return results, grids
+
+
+def pages() -> dict[Path, str]:
+    """``{page: text}`` of every zoo page, from the result files (nothing written)."""
+    results, grids = _results()
+    out = {DOCS / f"{r['model']}.md": page(r) for r in results}
     from .run import TASKS
 
     done = {r["model"] for r in results}
-    pages[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done), grids)
-    stale = [p for p, text in pages.items() if not p.exists() or p.read_text() != text]
-    if args.check:
-        for p in stale:
-            print(f"stale: {p.relative_to(REPO)}")
-        return 1 if stale else 0
+    out[DOCS / "index.md"] = index(results, sorted(set(TASKS) - done), grids)
+    return out
+
+
+def stale() -> list[Path]:
+    """The pages that are not what the result files give."""
+    return [p for p, text in pages().items() if not p.exists() or p.read_text() != text]
+
+
+def write() -> list[Path]:
+    """Write every page and every model's plot."""
     DOCS.mkdir(parents=True, exist_ok=True)
-    for p, text in pages.items():
+    written = []
+    for p, text in pages().items():
         p.write_text(text)
-    for r in results:
+        written.append(p)
+    for r in _results()[0]:
         plot(r, IMG / f"zoo_{r['model']}.png")
-    print(f"wrote {len(pages)} pages")
+        written.append(IMG / f"zoo_{r['model']}.png")
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="write the zoo's docs pages")
+    parser.add_argument("--check", action="store_true", help="fail if a page differs")
+    args = parser.parse_args(argv)
+    if args.check:
+        out = stale()
+        for p in out:
+            print(f"stale: {p.relative_to(REPO)}")
+        return 1 if out else 0
+    print(f"wrote {len(write())} files")
     return 0
 
 

@@ -121,7 +121,11 @@ def main(argv=None) -> dict:
     seeds = REPORTED_SEEDS[: args.seeds] if not args.quick else REPORTED_SEEDS[:2]
     tuning_seeds = TUNING_SEEDS if not args.quick else TUNING_SEEDS[:1]
     result = {
-        **record.header(args.allow_dirty, {"tuning": list(tuning_seeds), "reported": list(seeds)}),
+        **record.header(
+            args.allow_dirty,
+            {"tuning": list(tuning_seeds), "reported": list(seeds)},
+            argv=argv,
+        ),
         "model": task.name,
         "title": task.title,
         "source": task.source,
