@@ -18,8 +18,8 @@ The script copies the test module and Pyro's test helpers into a temporary folde
 changes the names, runs them with pytest and writes the counts and the failing test
 ids::
 
-    python -m benchmarks.pyro_enum_tests --pyro PATH                        # enum
-    python -m benchmarks.pyro_enum_tests --pyro PATH --suite valid_models
+    python -m benchmarks run pyro-tests --pyro PATH                        # enum
+    python -m benchmarks run pyro-tests --pyro PATH --suite valid_models
 
 Nothing of Pyro's is kept in this repository: the tests are read from ``PATH`` at run
 time (for a bare git dir, at its ``HEAD``).

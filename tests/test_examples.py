@@ -77,14 +77,6 @@ def test_step_time_benchmark_quick(tmp_path):
         assert json.load(f)
 
 
-@pytest.mark.slow
-def test_guide_log_prob_benchmark_quick(tmp_path):
-    out = tmp_path / "guide_log_prob.json"
-    _run(["benchmarks/guide_log_prob.py", "--quick", "--out", str(out), "--no-docs"], tmp_path)
-    with open(out) as f:
-        assert json.load(f)
-
-
 def test_categorical_vae_exact_loss_is_the_enumerated_elbo(monkeypatch):
     # Oracle: TraceEnum_ELBO on the benchmark's rewrite of the same networks with one
     # enumerable site per latent (benchmarks/estimator_bench/tasks.py, OneHotVAE),

@@ -2,8 +2,8 @@
 
 ::
 
-    python -m benchmarks.zoo.run dp_gaussian            # the full suite
-    python -m benchmarks.zoo.run quickstart --quick     # a smoke-sized run
+    python -m benchmarks run zoo dp_gaussian            # the full suite
+    python -m benchmarks run zoo quickstart --quick     # a smoke-sized run
 
 Protocol (the same for every estimator):
 
