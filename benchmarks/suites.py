@@ -59,8 +59,8 @@ def _gradients_run(argv):
     from benchmarks.estimator_bench import common
 
     name = "gradients_quick.json" if "--quick" in argv else "gradients.json"
-    # the suite's defaults first: an --out given on the command line comes later and wins
-    out = ["--out", str(common.RESULTS / name)]
+    # its own result file: the estimators' default (estimators.json) holds every part
+    out = [] if "--out" in argv else ["--out", common.rel(common.RESULTS / name)]
     estimators.main(["--parts", "gradients", "--no-docs", *out, *argv])
 
 
