@@ -18,7 +18,6 @@ suite cover every suite.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,10 +79,10 @@ def command_now(recorded: str) -> str:
     recorded = recorded.strip()
     for script, suite in _RECORDED.items():
         if recorded == script or recorded.startswith(script + " "):
-            args = shlex.split(recorded[len(script) :])
-            if any(a in _REPORT_FLAGS for a in args):
+            rest = recorded[len(script) :]  # kept as recorded (it may hold a note)
+            if any(a in _REPORT_FLAGS for a in rest.split()):
                 return f"python -m benchmarks report {suite}"
-            return " ".join(["python -m benchmarks run", suite, *map(shlex.quote, args)])
+            return f"python -m benchmarks run {suite}{rest}"
     return recorded
 
 

@@ -78,6 +78,8 @@ def test_recorded_commands_are_quoted_as_run_today():
     )
     assert now("python -m benchmarks run zoo moe") == "python -m benchmarks run zoo moe"
     assert now("python benchmarks/estimators.pyx") == "python benchmarks/estimators.pyx"
+    noted = "python benchmarks/estimators.py --no-docs (then merged)"
+    assert now(noted) == "python -m benchmarks run estimators --no-docs (then merged)"
 
 
 # -- the task models are the examples' ---------------------------------------------
