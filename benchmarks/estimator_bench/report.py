@@ -280,44 +280,84 @@ def summarize(results) -> dict:
 # -- the page ------------------------------------------------------------------------
 
 
+def _table(head, rows, align: str) -> str:
+    """A markdown table: ``head``, then one line per row of cells; ``align`` has one
+    letter per column, ``l`` (left) or ``r`` (right)."""
+    rule = {"l": ":---", "r": "---:"}
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _loads(values) -> str:
+    return ", ".join(f"{x:.2f}" for x in values or [])
+
+
+def _supplements_table(results) -> str:
+    """The later runs merged into the JSON: one row each."""
+    head = ["parts", "estimators", "command (as run today)", "minutes", "started",
+            "load average at the start"]  # fmt: skip
+    cells = []
+    for sup in results["supplements"]:
+        every = set(sup["estimators"]) >= set(results["estimators"])
+        env = sup["environment"]
+        cells.append([
+            ", ".join(sup["parts"]),
+            "all estimators" if every else ", ".join(sup["estimators"]),
+            f"`{command_now(sup['command'])}`",
+            f"{sup['seconds'] / 60:.0f}",
+            env["started"],
+            _loads(env["loadavg_start"]),
+        ])  # fmt: skip
+    return _table(head, cells, "lllrll")
+
+
+def _estimators_table(results) -> str:
+    """Every estimator: family, evaluations per step, own grid, how it is built."""
+    cells = []
+    for key, e in results["estimators"].items():
+        grid = ", ".join(
+            f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in e["grid"].items()
+        )
+        where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
+        evals = _evals_cell(e["evals_per_step"]) if key != "exact" else "K^sites"
+        cells.append([e["label"], e["family"], evals, grid or "-", _cell(e["note"] + where)])
+    return _table(["estimator", "family", "evals / step", "own grid", "how"], cells, "llrll")
+
+
 def _task_table(results, task):
     rows = training_table_rows(results, task)
     primary, hib = _primary(results, task)
     extra = sorted({k for r in rows for k in r["metrics"]} - {primary})
     head = ["estimator", "family", "tuned config", primary + (" ↑" if hib else " ↓")] + extra
     head += ["ms / step", "evals / step", "failed runs"]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join([":---"] * 3 + ["---:"] * (len(head) - 3)) + "|",
-    ]
+    cells = []
     for r in rows:
-        cells = [r["label"], r["family"], _hp(r["best"])]
+        row = [r["label"], r["family"], _hp(r["best"])]
         for name in [primary] + extra:
             m, sd = r["metrics"].get(name, (None, None))
             d = 3 if abs(m or 0) < 10 else 2
-            cells.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
-        cells += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            row.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
+        row += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
+        cells.append(row)
+    return _table(head, cells, "lll" + "r" * (len(head) - 3))
 
 
 def _gradient_table(results, task, point):
     g = results["gradients"][task]["points"][point]
     head = ["estimator", "config", "cos(mean, g*)", "mean cos(draw, g*)", "rel. bias (MC floor)",
             "tr Var / ‖g*‖²", "SNR", "MSE*", "evals"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:---|:---|" + "---:|" * (len(head) - 2)]
+    cells = []
     for r in g["rows"]:
+        row = [r["label"], _hp(r["hp"])]
         if r.get("failed"):
-            lines.append(
-                f"| {r['label']} | {_hp(r['hp'])} | failed: {r['failed'][:60]} |" + " |" * 6
-            )
-            continue
-        lines.append(
-            f"| {r['label']} | {_hp(r['hp'])} | {_fmt(r['cos_mean'])} | {_fmt(r['cos_draw'])} | "
-            f"{_fmt(r['rel_bias'])} ({_fmt(r['mc_floor'])}) | {_fmt(r['rel_var'])} | "
-            f"{_fmt(r['snr'])} | {_fmt(r['mse_best_scale'], 3)} | {r['evals']} |"
-        )
-    return "\n".join(lines) + "\n"
+            row += [f"failed: {r['failed'][:60]}"] + [""] * (len(head) - 3)
+        else:
+            row += [_fmt(r["cos_mean"]), _fmt(r["cos_draw"])]
+            row += [f"{_fmt(r['rel_bias'])} ({_fmt(r['mc_floor'])})", _fmt(r["rel_var"])]
+            row += [_fmt(r["snr"]), _fmt(r["mse_best_scale"], 3), str(r["evals"])]
+        cells.append(row)
+    return _table(head, cells, "ll" + "r" * (len(head) - 2))
 
 
 def _cost_table(results, sweep):
@@ -325,50 +365,47 @@ def _cost_table(results, sweep):
     xkey = "categories" if sweep == "K" else "latents"
     xs = sorted({r[xkey] for r in rows})
     head = ["estimator"] + [f"{sweep}={x} ms" for x in xs] + [f"{sweep}={x} MiB" for x in xs]
-    lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * (len(head) - 1)]
+    cells = []
     for key, est in results["estimators"].items():
         by = {r[xkey]: r for r in rows if r["estimator"] == key}
         if not by:
             continue
-        cells = [est["label"]]
+        row = [est["label"]]
         for metric, d in (("median_ms", 1), ("peak_mib", 2)):
             for x in xs:
                 r = by.get(x)
-                cells.append(
+                row.append(
                     "-" if r is None else ("failed" if r.get("failed") else _fmt(r[metric], d))
                 )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append(row)
+    return _table(head, cells, "l" + "r" * (len(head) - 1))
 
 
 def _proposal_table(results):
-    lines = [
-        "| estimator | setting | KL(true ‖ pi) | E[f] exact | f on own draws, last interval |",
-        "|:---|:---|---:|---:|---:|",
-    ]
+    head = ["estimator", "setting", "KL(true ‖ pi)", "E[f] exact", "f on own draws, last interval"]
+    cells = []
     for row in results["proposal"]:
         last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
-        cells = [row["label"], _hp(row["hp"])]
+        out = [row["label"], _hp(row["hp"])]
         for metric in ("kl_true_pi", "objective", "sampled_loss"):
             m, sd = mean_sd([c.get(metric) for c in last])
-            cells.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            out.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
+        cells.append(out)
+    return _table(head, cells, "llrrr")
 
 
 def _tuning_table(results, task):
-    lines = ["| estimator | configurations tried (final primary metric, tuning seed) | chosen |",
-             "|:---|:---|:---|"]  # fmt: skip
+    head = ["estimator", "configurations tried (final primary metric, tuning seed)", "chosen"]
+    cells = []
     for key, entry in results["training"][task].items():
         tried = "; ".join(
             f"{_hp(t['hp'])}: " + ("failed" if t["score"] is None else _fmt(list(t.values())[2], 3))
             for t in entry["tuning"]
         )
-        lines.append(
-            f"| {results['estimators'][key]['label']} | {tried or 'not tuned'} "
-            f"| {_hp(entry['best'])} |"
+        cells.append(
+            [results["estimators"][key]["label"], tried or "not tuned", _hp(entry["best"])]
         )
-    return "\n".join(lines) + "\n"
+    return _table(head, cells, "lll")
 
 
 def reading(results, summary) -> str:
@@ -445,8 +482,8 @@ def page(results, summary, json_path, imgs) -> str:
         "`python -m benchmarks report estimators`.*\n\n",
         f"**Machine:** {machine_line(env)}\n\n",
         f"**Run:** {env['started']}, {main_minutes:.0f} min (main run); load average "
-        f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'] or [])} at the start and "
-        f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'] or [])} at the end on "
+        f"{_loads(env['loadavg_start'])} at the start and "
+        f"{_loads(env['loadavg_end'])} at the end on "
         f"{env['cpu_count']} logical CPUs (other jobs shared the machine: wall times are "
         "inflated and noisy: read ratios, not absolute times). Pyro validation off.\n\n",
     ]
@@ -460,20 +497,7 @@ def page(results, summary, json_path, imgs) -> str:
             "of the cost sweep with every estimator in one process (so that step times are "
             "comparable):\n\n"
         )
-        for sup in sups:
-            what = ", ".join(sup["parts"])
-            ests = (
-                "all estimators"
-                if set(sup["estimators"]) >= set(results["estimators"])
-                else ", ".join(sup["estimators"])
-            )
-            out.append(
-                f"* {what} for {ests}: `{command_now(sup['command'])}`, "
-                f"{sup['seconds'] / 60:.0f} min, started {sup['environment']['started']} "
-                "(load average "
-                f"{', '.join(f'{x:.2f}' for x in sup['environment']['loadavg_start'] or [])}).\n"
-            )
-        out.append("\n")
+        out.append(_supplements_table(results) + "\n")
     if results.get("missing_estimators"):
         out.append(
             "**Not measured** (not available in `pyro_ils.estimators` when this ran): "
@@ -501,18 +525,8 @@ def page(results, summary, json_path, imgs) -> str:
         "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`). *ILS-diff* "
         "rows (`TraceILSDiff_ELBO`) replace `g` by the exact differences `L(k) - L(z)` over "
         "every alternative of each draw, at one evaluation per alternative.\n\n"
-        "| estimator | family | evals / step | own grid | how |\n|:---|:---|---:|:---|:---|\n"
     )
-    for key, e in results["estimators"].items():
-        grid = ", ".join(
-            f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in e["grid"].items()
-        )
-        where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
-        out.append(
-            f"| {e['label']} | {e['family']} "
-            f"| {_evals_cell(e['evals_per_step']) if key != 'exact' else 'K^sites'} "
-            f"| {grid or '-'} | {_cell(e['note'] + where)} |\n"
-        )
+    out.append(_estimators_table(results))
     out.append(
         "\nEvery estimator's learning rate is tuned over "
         f"{{{', '.join(f'{x:g}' for x in results['lr_grid'])}}} "
@@ -525,12 +539,12 @@ def page(results, summary, json_path, imgs) -> str:
         "and uniform in the VAEs, so the KL is exact).\n\n"
     )
     out.append("## Tasks\n\n")
-    for name, t in results["tasks"].items():
-        steps = ts["steps"].get(name)
-        out.append(
-            f"* `{name}`: {t['title']}; {steps} training steps "
-            f"(tuning: {ts['tune_steps'].get(name)}).\n"
-        )
+    head = ["task", "problem", "training steps", "tuning steps"]
+    cells = [
+        [f"`{name}`", t["title"], str(ts["steps"].get(name)), str(ts["tune_steps"].get(name))]
+        for name, t in results["tasks"].items()
+    ]
+    out.append(_table(head, cells, "llrr"))
     out.append(
         "\n`toy`: the proposal's objective `f(z) = -sum(true * log(z + 1e-8))` with "
         "`examples/toy_kl.py`'s `true` and initialization; the primary metric is the exact "
