@@ -6,7 +6,7 @@ drawn."""
 from __future__ import annotations
 
 from .common import mean_sd
-from .report import _hp, _primary
+from .summary import _hp, _primary
 
 FAMILY_COLORS = {
     "exact": "black",
