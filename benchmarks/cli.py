@@ -124,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return out if isinstance(out, int) else 0
     if args.command == "report":
         for suite in _selected(args.suite):
-            for path in suite.report():
+            written = suite.report()
+            for path in written:
                 print(f"{suite.name}: wrote {_rel(path)}")
+            if not written:
+                print(f"{suite.name}: no page of its own")
         return 0
     stale = [(s.name, p) for s in _selected(args.suite) for p in s.check()]
     for name, path in stale:
