@@ -19,10 +19,10 @@ versions, machine, every run) and renders ``docs/estimators.md`` with its plots
 
 Usage::
 
-    python benchmarks/estimators.py              # full run (26 min on a shared 2-core VM), docs
-    python benchmarks/estimators.py --quick      # CI smoke size (a few minutes), JSON only
-    python benchmarks/estimators.py --report-only   # rewrite the page from the JSON
-    python benchmarks/estimators.py --parts cost --cuda --out cuda.json  # cost on a GPU
+    python -m benchmarks run estimators           # full run (26 min on a shared 2-core VM), docs
+    python -m benchmarks run estimators --quick   # CI smoke size (a few minutes), JSON only
+    python -m benchmarks report estimators        # rewrite the page from the JSON
+    python -m benchmarks run estimators --parts cost --cuda --out cuda.json  # cost on a GPU
 """
 
 from __future__ import annotations
@@ -38,10 +38,8 @@ import pyro
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from estimator_bench import common, cost, gradients, registry, training  # noqa: E402
-from estimator_bench.tasks import make_tasks  # noqa: E402
+from benchmarks.estimator_bench import common, cost, gradients, registry, training
+from benchmarks.estimator_bench.tasks import make_tasks
 
 PARTS = ("gradients", "training", "proposal", "cost")
 
@@ -267,8 +265,8 @@ def main(argv=None):
         results["quick"] = args.quick
         results["environment"] = common.finish_environment(env)
         results["environment"]["pyro_validation"] = False
-        results["command"] = "python benchmarks/estimators.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:])
+        results["command"] = " ".join(
+            ["python -m benchmarks run estimators", *(argv if argv is not None else sys.argv[1:])]
         )
         if args.merge_into is not None:
             results = merge(json.loads(args.merge_into.read_text()), results)
@@ -277,7 +275,7 @@ def main(argv=None):
         print(f"wrote {out} ({results['seconds']:.0f} s)")
         if args.quick or args.no_docs:
             return results
-    from estimator_bench import report
+    from benchmarks.estimator_bench import report
 
     written = report.write(results, out)
     print("wrote " + ", ".join(common.rel(p) for p in written))

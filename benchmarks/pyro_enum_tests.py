@@ -18,8 +18,8 @@ The script copies the test module and Pyro's test helpers into a temporary folde
 changes the names, runs them with pytest and writes the counts and the failing test
 ids::
 
-    python -m benchmarks.pyro_enum_tests --pyro PATH                        # enum
-    python -m benchmarks.pyro_enum_tests --pyro PATH --suite valid_models
+    python -m benchmarks run pyro-tests --pyro PATH                        # enum
+    python -m benchmarks run pyro-tests --pyro PATH --suite valid_models
 
 Nothing of Pyro's is kept in this repository: the tests are read from ``PATH`` at run
 time (for a bare git dir, at its ``HEAD``).
@@ -145,8 +145,7 @@ def main(argv=None) -> dict:
     parser.add_argument("-k", dest="select", default=None, help="a pytest -k subset")
     parser.add_argument("--allow-dirty", action="store_true")
     args = parser.parse_args(argv)
-    result = record.header(args.allow_dirty, seeds={})
-    result["command"] = "python -m benchmarks.pyro_enum_tests " + " ".join(sys.argv[1:])
+    result = record.header(args.allow_dirty, {}, "benchmarks run pyro-tests", argv)
     result["pyro_tests_commit"] = pyro_commit(args.pyro)
     result["select"] = args.select
     result["suite"] = args.suite

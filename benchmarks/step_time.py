@@ -39,10 +39,10 @@ and the time of each estimator's backward alone on tensors of the step's shape.
 
 Usage::
 
-    python benchmarks/step_time.py                 # full run, writes JSON + docs/performance.md
-    python benchmarks/step_time.py --quick         # CI smoke test (small N, few steps)
-    python benchmarks/step_time.py --render-only   # regenerate the markdown from the JSON
-    python benchmarks/step_time.py --profile       # also profile each variant
+    python -m benchmarks run cost                 # full run, writes JSON + docs/performance.md
+    python -m benchmarks run cost --quick         # CI smoke test (small N, few steps)
+    python -m benchmarks report cost              # regenerate the markdown from the JSON
+    python -m benchmarks run cost --profile       # also profile each variant
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from pyro.optim import Adam
 from tqdm import tqdm
 
 import pyro_ils
+from benchmarks.cli import command_now
 from pyro_ils import TraceILS_ELBO
 from pyro_ils.estimators import ILS, ReinMax, StraightThrough
 
@@ -637,13 +638,15 @@ def render_markdown(results: dict, json_path: Path, command: str) -> str:
         "number on it comes from that file. Regenerate (re-run and rewrite) with:",
         "",
         "```bash",
-        command,
+        command_now(command),
         "```",
         "",
         "or rewrite the page from the existing JSON without re-running: "
-        "`python benchmarks/step_time.py --render-only"
-        + ("" if str(json_rel) == str(DEFAULT_OUT.relative_to(REPO)) else f" --out {json_rel}")
-        + "`.",
+        + (
+            "`python -m benchmarks report cost`."
+            if str(json_rel) == str(DEFAULT_OUT.relative_to(REPO))
+            else f"`python -m benchmarks run cost --render-only --out {json_rel}`."
+        ),
         "",
         f"**Machine:** {machine_line(env)} {code}",
         "",
@@ -761,17 +764,29 @@ def parse_args(argv=None):
 
 
 def reproduce_command(args, argv) -> str:
-    return " ".join(["python benchmarks/step_time.py", *argv]).strip()
+    return " ".join(["python -m benchmarks run cost", *argv]).strip()
+
+
+def write_page(out: Path = DEFAULT_OUT, docs: Path = DEFAULT_DOCS) -> Path:
+    """Rewrite the page ``docs`` from the results in ``out``; no run."""
+    results = json.loads(out.read_text())
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text(render_markdown(results, out, results["command"]))
+    return docs
+
+
+def stale_pages(out: Path = DEFAULT_OUT, docs: Path = DEFAULT_DOCS) -> list[Path]:
+    """``[docs]`` if the page is not what the results in ``out`` give, else ``[]``."""
+    results = json.loads(out.read_text())
+    text = render_markdown(results, out, results["command"])
+    return [] if docs.exists() and docs.read_text() == text else [docs]
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, args = parse_args(argv)
     if args.render_only:
-        results = json.loads(args.out.read_text())
-        args.docs.parent.mkdir(parents=True, exist_ok=True)
-        args.docs.write_text(render_markdown(results, args.out, results["command"]))
-        print(f"wrote {args.docs}")
+        print(f"wrote {write_page(args.out, args.docs)}")
         return 0
 
     try:

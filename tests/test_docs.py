@@ -11,7 +11,7 @@
 * Every ``python path/to/script.py --flag`` command shown in a ``bash`` block, or in
   an example's docstring, names a script that exists and flags that it defines.
 * Every number quoted in docs/choosing_options.md and docs/benchmarks.md is
-  recomputed from benchmarks/results/guide_log_prob.json.
+  recomputed from benchmarks/results/frozen/guide_log_prob.json (frozen results).
 * Every public name of ``pyro_ils`` is in the API reference.
 """
 
@@ -174,8 +174,9 @@ def _script_flags(path: str) -> set[str]:
     return flags
 
 
-def _commands() -> list[tuple[str, str]]:
-    """``(where, command line)`` for every ``python X.py ...`` command the docs show."""
+def _commands(pattern: re.Pattern = _COMMAND) -> list[tuple[str, str]]:
+    """``(where, command line)`` for every command matching ``pattern`` that the docs
+    show (by default ``python X.py ...``)."""
     found = []
     for page in PAGES:
         for line, code in code_blocks(_read(page), "bash"):
@@ -188,18 +189,42 @@ def _commands() -> list[tuple[str, str]]:
     commands = []
     for where, text in found:
         for part in text.split("&&"):
-            match = _COMMAND.match(part.split("#")[0])
+            match = pattern.match(part.split("#")[0])
             if match:
                 commands.append((where, part.split("#")[0].strip()))
     return commands
 
 
 COMMANDS = _commands()
+#: ``python -m benchmarks COMMAND [SUITE] ...`` (benchmarks/cli.py)
+_BENCHMARKS = re.compile(r"^\s*python3?\s+-m\s+benchmarks\s+(\S+)\s*(\S*)(.*)$")
+BENCHMARK_COMMANDS = _commands(_BENCHMARKS)
 
 
 def test_docs_show_commands():
     scripts = {c.split()[1] for _, c in COMMANDS}
-    assert "examples/categorical_vae.py" in scripts and "benchmarks/step_time.py" in scripts
+    assert "examples/categorical_vae.py" in scripts
+    shown = {tuple(c.split()[3:5]) for _, c in BENCHMARK_COMMANDS}
+    assert {("run", "cost"), ("run", "estimators"), ("check",)} <= shown
+
+
+@pytest.mark.parametrize(
+    "where,command", BENCHMARK_COMMANDS, ids=[f"{w}: {c}" for w, c in BENCHMARK_COMMANDS]
+)
+def test_benchmark_commands_name_existing_suites_and_flags(where, command):
+    from benchmarks import cli, suites  # noqa: F401  (suites registers)
+
+    verb, suite, rest = _BENCHMARKS.match(command).groups()
+    assert verb in ("run", "report", "check"), f"{where}: no command {verb}"
+    assert suite in cli.SUITES or (verb != "run" and not suite), f"{where}: no suite {suite}"
+    if verb == "run":
+        script = cli.SUITES[suite].module.replace(".", "/") + ".py"
+        flags = _script_flags(script)
+        used = re.findall(r"(?<!\S)(--[A-Za-z][\w-]*)", rest)
+        unknown = [f for f in used if f not in flags]
+        assert not unknown, f"{where}: {script} defines no {unknown} (it has {sorted(flags)})"
+    else:
+        assert not rest.strip(), f"{where}: {verb} takes no options"
 
 
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])
@@ -236,7 +261,7 @@ def _normalize(text: str) -> str:
 
 def _guide_log_prob_claims() -> dict[str, list[str]]:
     """For each page, text fragments that quote guide_log_prob.json, recomputed here."""
-    with open(os.path.join(ROOT, "benchmarks", "results", "guide_log_prob.json")) as f:
+    with open(os.path.join(ROOT, "benchmarks", "results", "frozen", "guide_log_prob.json")) as f:
         result = json.load(f)
     problems = result["problems"]
     states = ["init0", "init1", "init2"]  # the random guide states

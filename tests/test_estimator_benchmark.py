@@ -1,4 +1,5 @@
-"""The estimator benchmark (``benchmarks/estimators.py``) and its page ``docs/estimators.md``.
+"""The estimator benchmark (``python -m benchmarks run estimators``) and its page
+``docs/estimators.md``.
 
 * ``--quick`` runs end to end into a temporary directory (a few minutes), writes JSON
   with the settings, seeds, versions and machine, a result for every estimator on
@@ -23,11 +24,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "estimators.py"
 PAGE = ROOT / "docs" / "estimators.md"
 RESULTS = sorted((ROOT / "benchmarks" / "results").glob("estimators*.json"))
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("estimators") / "estimators_quick.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "run", "estimators", "--quick", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -61,8 +59,8 @@ def test_quick_run_records_settings_versions_and_machine(quick):
 
 @pytest.mark.slow
 def test_quick_run_trains_every_estimator_on_every_task(quick):
-    from estimator_bench import registry
-    from estimator_bench.tasks import make_tasks
+    from benchmarks.estimator_bench import registry
+    from benchmarks.estimator_bench.tasks import make_tasks
 
     tasks = make_tasks(quick["settings"]["tasks"])
     seeds = quick["settings"]["training"]["seeds"]
@@ -157,7 +155,7 @@ def test_every_number_in_the_reading_is_in_the_results():
 
 @needs_page
 def test_reading_summary_is_recomputed_from_raw_results():
-    from estimator_bench import report
+    from benchmarks.estimator_bench import report
 
     results = json.loads(_page_json().read_text())
     assert results["summary"] == json.loads(json.dumps(report.summarize(results)))
@@ -165,7 +163,7 @@ def test_reading_summary_is_recomputed_from_raw_results():
 
 @needs_page
 def test_page_is_what_the_generator_writes():
-    from estimator_bench import report
+    from benchmarks.estimator_bench import report
 
     path = _page_json()
     results = json.loads(path.read_text())

@@ -130,7 +130,7 @@ def test_quickstart_metric_is_the_exact_elbo():
 def test_quick_run_writes_a_complete_record(model, tmp_path):
     out = tmp_path / f"{model}.json"
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.zoo.run", model, "--quick", "--allow-dirty"]
+        [sys.executable, "-m", "benchmarks", "run", "zoo", model, "--quick", "--allow-dirty"]
         + ["--no-progress", "--out", str(out)],
         cwd=ROOT,
         check=True,

@@ -97,7 +97,7 @@ def test_default_steps_as_the_exact_gradient(task):
 def test_quick_run_writes_a_complete_record(tmp_path):
     out = tmp_path / "moe.json"
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.zoo.run", "moe", "--quick", "--allow-dirty"]
+        [sys.executable, "-m", "benchmarks", "run", "zoo", "moe", "--quick", "--allow-dirty"]
         + ["--no-progress", "--out", str(out)],
         cwd=ROOT,
         check=True,

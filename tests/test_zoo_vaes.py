@@ -129,7 +129,7 @@ def test_peers_draw_one_hot_sites_with_analytic_kl(estimator):
 def test_quick_run_has_every_estimator_with_finite_metrics(model, tmp_path):
     out = tmp_path / f"{model}.json"
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.zoo.run", model, "--quick", "--allow-dirty"]
+        [sys.executable, "-m", "benchmarks", "run", "zoo", model, "--quick", "--allow-dirty"]
         + ["--no-progress", "--out", str(out)],
         cwd=ROOT,
         check=True,

@@ -1,7 +1,9 @@
-"""The estimator benchmark (``benchmarks/estimators.py``), one idea per module.
+"""The estimator benchmark (``python -m benchmarks run estimators``: ``benchmarks/estimators.py``),
+one idea per module.
 
 * :mod:`.common`: settings of a run, seeding, the environment record (shared with
   ``benchmarks/step_time.py``), JSON helpers;
+* :mod:`.models`: the tasks' model code (from the examples, kept here);
 * :mod:`.registry`: every gradient estimator as one :class:`~.registry.Estimator` entry;
 * :mod:`.tasks`: the problems (proposal toy, mixture of experts, digits VAEs, polynomial);
 * :mod:`.gradients`: gradient quality against the exact gradient;
@@ -9,6 +11,3 @@
 * :mod:`.cost`: time per step and peak memory against K and the number of sites;
 * :mod:`.report`: the markdown page and the plots.
 """
-
-# Puts the package, benchmarks/ and examples/ on sys.path before any submodule.
-from . import common  # noqa: F401, E402

@@ -12,21 +12,14 @@ from pathlib import Path
 import pyro
 import torch
 
+# The machine/versions record of the existing benchmarks (one implementation).
+from benchmarks.step_time import _loadavg, environment, machine_line
+
 BENCH = Path(__file__).resolve().parents[1]
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
 DOCS = REPO / "docs"
 IMG = DOCS / "img"
-EXAMPLES = REPO / "examples"
-
-# The repository's package (also when it is not installed), the existing benchmarks
-# (shared helpers) and the examples (model code).
-for _path in (str(REPO), str(BENCH), str(EXAMPLES)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-# The machine/versions record of the existing benchmarks (one implementation).
-from step_time import _loadavg, environment, machine_line  # noqa: E402
 
 
 def run_environment(device: torch.device) -> dict:

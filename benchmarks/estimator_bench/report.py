@@ -11,545 +11,69 @@ from __future__ import annotations
 import json
 import math
 
+from benchmarks.cli import command_now
+
 from .common import DOCS, IMG, machine_line, mean_sd, rel
+from .summary import _cell, _evals_cell, _fmt, _hp, _primary, summarize, training_table_rows
 
 PAGE = DOCS / "estimators.md"
-ILS_KEYS = ("ils_euclidean", "ils_normalize")
-FAMILY_COLORS = {
-    "exact": "black",
-    "score function": "tab:orange",
-    "control variate": "tab:brown",
-    "relaxation": "tab:green",
-    "straight-through": "tab:purple",
-    "ILS": "tab:blue",
-}
-LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
-MARKERS = ["s", "^", "D", "v"]  # not "o": the cost plot marks every line with it
 
 
-def _r(x, d=2):
-    """Rounded as quoted: ``d`` decimals, or 3 significant digits below 1 in size."""
-    if x is None:
-        return None
-    x = float(x)
-    if abs(x) < 1 and x != 0:
-        return float(f"{x:.3g}")
-    return round(x, d)
-
-
-def _fmt(x, d=2):
-    if x is None:
-        return "n/a"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-d)):
-        return f"{x:.1e}"
-    return f"{x:.{d}f}"
-
-
-def _evals_cell(evals) -> str:
-    """Evaluations per step: a number, or one per task (``{task: n}``)."""
-    if isinstance(evals, dict):
-        return ", ".join(f"{task} {n}" for task, n in evals.items())
-    return str(evals)
-
-
-def _cell(text):
-    """Text for a markdown table cell (a bare ``|`` would start a new column)."""
-    return text.replace("|", "\\|")
-
-
-def _hp(hp, lr=True):
-    parts = [f"{'lr' if k == 'lr' else k} {v:g}" for k, v in hp.items() if lr or k != "lr"]
-    return ", ".join(parts) if parts else "-"
-
-
-# -- summaries -----------------------------------------------------------------------
-
-
-def training_table_rows(results, task):
-    """Per estimator: label, family, best config, mean and sd of each final metric."""
-    t = results["tasks"][task]
-    rows = []
-    for key, entry in results["training"][task].items():
-        est = results["estimators"][key]
-        runs = [r for r in entry["runs"] if not r["failed"]]
-        metrics = {}
-        names = sorted({k for r in runs for k in r.get("final", {})})
-        for name in names:
-            metrics[name] = mean_sd([r["final"].get(name) for r in runs])
-        sps = mean_sd([r["seconds_per_step"] for r in runs])[0]
-        rows.append(
-            {
-                "key": key,
-                "label": est["label"],
-                "family": est["family"],
-                "best": entry["best"],
-                "metrics": metrics,
-                "failed": len(entry["runs"]) - len(runs),
-                "seeds": len(entry["runs"]),
-                "ms_per_step": None if sps is None else 1e3 * sps,
-                "evals": entry["cost_per_step"],
-            }
-        )
-    primary, hib = _primary(results, task)
-    rows.sort(
-        key=lambda r: (
-            r["metrics"].get(primary, (None,))[0] is None,
-            -(r["metrics"].get(primary, (0,))[0] or 0)
-            if hib
-            else (r["metrics"].get(primary, (0,))[0] or 0),
-        )
-    )
-    del t
-    return rows
-
-
-def _primary(results, task):
-    name = task.split("_")[0]
-    if name == "moe":
-        return "bound", True
-    if name == "vae":
-        return "train_elbo", True
-    return "objective", False
-
-
-def summarize(results) -> dict:
-    """The numbers the written reading quotes, rounded as quoted."""
-    s = {"tasks": {}}
-    for task in results.get("training", {}):
-        rows = training_table_rows(results, task)
-        primary, hib = _primary(results, task)
-        ok = [r for r in rows if r["metrics"].get(primary, (None,))[0] is not None]
-        rank = {r["key"]: i + 1 for i, r in enumerate(ok)}
-        ils = [r for r in ok if r["key"] in ILS_KEYS]
-        best_ils = ils[0] if ils else None
-        mirror = [r for r in ok if r["key"].startswith("ils_mirror")]
-        inexact = [r for r in ok if r["key"] != "exact" and not r["key"].startswith("ils_mirror")]
-        best = inexact[0] if inexact else None
-        by_key = {r["key"]: r for r in ok}
-        entry = {
-            "primary": primary,
-            "higher_is_better": hib,
-            "n": len(ok),
-            "seeds": rows[0]["seeds"] if rows else 0,
-        }
-        roles = [("best_ils", best_ils), ("best_other", best)]
-        if mirror:
-            roles.append(("best_ils_mirror", mirror[0]))
-        for role, r in roles:
-            if r is not None:
-                m, sd = r["metrics"][primary]
-                entry[role] = {
-                    "key": r["key"],
-                    "label": r["label"],
-                    "hp": r["best"],
-                    "mean": _r(m),
-                    "sd": _r(sd),
-                    "rank": rank[r["key"]],
-                }
-        for key in ("exact", "reinforce", "st", "reinmax", "gumbel_kl", "st_gumbel_kl"):
-            if key in by_key:
-                m, sd = by_key[key]["metrics"][primary]
-                entry[key] = {"mean": _r(m), "sd": _r(sd), "rank": rank[key]}
-        if best_ils is not None and best is not None:
-            gap = best_ils["metrics"][primary][0] - best["metrics"][primary][0]
-            entry["ils_minus_best"] = _r(gap if hib else -gap)
-            entry["ils_gap_size"] = _r(abs(gap))
-            if "reinforce" in by_key:
-                g = best_ils["metrics"][primary][0] - by_key["reinforce"]["metrics"][primary][0]
-                entry["ils_minus_reinforce"] = _r(g if hib else -g)
-        s["tasks"][task] = entry
-    if "gradients" in results:
-        s["gradients"] = {}
-        for task, g in results["gradients"].items():
-            last = list(g["points"])[-1]
-            out = {}
-            for point in (list(g["points"])[0], last):
-                rows = [r for r in g["points"][point]["rows"] if not r.get("failed")]
-                ils = [r for r in rows if r["estimator"] in ILS_KEYS and r["cos_draw"] is not None]
-                other = [
-                    r
-                    for r in rows
-                    if r["family"] not in ("ILS", "exact") and r["cos_draw"] is not None
-                ]
-                if not ils or not other:
-                    continue
-                bi = max(ils, key=lambda r: r["cos_draw"])
-                bo = max(other, key=lambda r: r["cos_draw"])
-                out[point] = {
-                    "ils_label": f"{bi['label']} ({_hp(bi['hp'])})",
-                    "ils_cos_draw": _r(bi["cos_draw"]),
-                    "ils_cos_mean": _r(bi["cos_mean"]),
-                    "other_label": bo["label"],
-                    "other_cos_draw": _r(bo["cos_draw"]),
-                    "other_cos_mean": _r(bo["cos_mean"]),
-                }
-            s["gradients"][task] = out
-    if "gradients" in results:
-        # Trust check: unbiased estimators' bias against the Monte Carlo floor, and ILS's.
-        unbiased, ils_ratio = [], {}
-        for task, g in results["gradients"].items():
-            for point, p in g["points"].items():
-                for r in p["rows"]:
-                    if r.get("failed") or not r.get("mc_floor"):
-                        continue
-                    ratio = r["rel_bias"] / r["mc_floor"]
-                    if r["family"] in ("score function", "control variate"):
-                        unbiased.append(ratio)
-                    if r["estimator"] in ILS_KEYS and point == list(g["points"])[-1]:
-                        ils_ratio[task] = min(ils_ratio.get(task, math.inf), ratio)
-        if unbiased:
-            s["unbiased_max_bias_over_floor"] = _r(max(unbiased), 1)
-            s["unbiased_rows"] = len(unbiased)
-        s["ils_min_bias_over_floor_last_point"] = {k: _r(v, 1) for k, v in ils_ratio.items()}
-        wrong = {}
-        for task, g in results["gradients"].items():
-            last = g["points"][list(g["points"])[-1]]
-            wrong[task] = [
-                f"{r['label']}" + (f" ({_hp(r['hp'])})" if r["hp"] else "")
-                for r in last["rows"]
-                if not r.get("failed")
-                and r["cos_mean"] is not None
-                and r["cos_mean"] < -0.5
-                and r["rel_bias"] > 3 * (r["mc_floor"] or 0)
-            ]
-            wrong[task + "_unbiased"] = sum(
-                1
-                for r in last["rows"]
-                if not r.get("failed")
-                and r["family"] in ("score function", "control variate")
-                and r["cos_mean"] is not None
-                and r["cos_mean"] < -0.5
-                and r["rel_bias"] > 3 * (r["mc_floor"] or 0)
-            )
-        s["wrong_sign_last_point"] = wrong
-        s["wrong_sign_threshold"] = -0.5
-        s["significance_factor"] = 3
-    if "training" in results:
-        eq = {}
-        for task, per in results["training"].items():
-            if "rloo4" not in per:
-                continue
-            primary, _ = _primary(results, task)
-            steps = results["settings"]["training"]["steps"][task]
-            runs = [r for r in per["rloo4"]["runs"] if not r["failed"]]
-            vals = []
-            for r in runs:
-                pts = [c for c in r["curve"] if c["evals"] <= steps and c.get(primary) is not None]
-                if pts:
-                    vals.append(pts[-1][primary])
-            if vals:
-                eq[task] = {
-                    "evals": max(c["evals"] for c in runs[0]["curve"] if c["evals"] <= steps),
-                    "rloo4": _r(mean_sd(vals)[0]),
-                }
-        s["rloo4_at_equal_evals"] = eq
-        top = max(results["lr_grid"])
-        chosen = [e["best"]["lr"] for per in results["training"].values() for e in per.values()]
-        s["lr_at_grid_max"] = {
-            "count": sum(lr == top for lr in chosen),
-            "of": len(chosen),
-            "lr": top,
-        }
-    if "cost" in results:
-        rows = [r for r in results["cost"]["rows"] if not r.get("failed")]
-        if rows:
-            kmax = max(r["categories"] for r in rows if r["sweep"] == "K")
-            at = {r["estimator"]: r for r in rows if r["sweep"] == "K" and r["categories"] == kmax}
-            ref = at.get("st") or at.get("reinforce")
-            if "ils_euclidean" in at and ref is not None:
-                s["cost"] = {
-                    "K": kmax,
-                    "ils_ms": _r(at["ils_euclidean"]["median_ms"], 1),
-                    "ref": ref["estimator"],
-                    "ref_ms": _r(ref["median_ms"], 1),
-                    "ratio": _r(at["ils_euclidean"]["median_ms"] / ref["median_ms"], 1),
-                }
-    if "proposal" in results:
-        rows = {}
-        for row in results["proposal"]:
-            last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
-            rows[f"{row['estimator']} {_hp(row['hp'], lr=False)}"] = {
-                "kl": _r(mean_sd([c["kl_true_pi"] for c in last])[0]),
-                "objective": _r(mean_sd([c["objective"] for c in last])[0]),
-            }
-        s["proposal"] = rows
-    return s
-
-
-# -- plots ---------------------------------------------------------------------------
-
-
-def _style(results, key, index):
-    """Colour by family, line style by rank in the family; once the styles run out,
-    a marker as well, so that no two estimators share a look."""
-    fam = results["estimators"][key]["family"]
-    style = {
-        "color": FAMILY_COLORS.get(fam, "grey"),
-        "ls": LINESTYLES[index % len(LINESTYLES)],
-        "lw": 2.2 if fam == "ILS" else 1.3,
-    }
-    cycle = index // len(LINESTYLES)
-    if cycle:
-        style.update(marker=MARKERS[(cycle - 1) % len(MARKERS)], ms=5, markevery=0.1)
-    return style
-
-
-def _styles(results) -> dict:
-    """One look per estimator for every panel of a figure: its rank in its family
-    is counted over all estimators, not over those a panel happens to show."""
-    fam_index, styles = {}, {}
-    for key, entry in results["estimators"].items():
-        fam = entry["family"]
-        fam_index[fam] = fam_index.get(fam, -1) + 1
-        styles[key] = _style(results, key, fam_index[fam])
-    return styles
-
-
-def _curves(entry, x, y):
-    runs = [r for r in entry["runs"] if not r["failed"]]
-    if not runs:
-        return None
-    n = min(len(r["curve"]) for r in runs)
-    xs = [sum(r["curve"][i][x] for r in runs) / len(runs) for i in range(n)]
-    ys = [[r["curve"][i].get(y) for r in runs] for i in range(n)]
-    m = [mean_sd(v)[0] for v in ys]
-    lo = [min((u for u in v if u is not None), default=None) for v in ys]
-    hi = [max((u for u in v if u is not None), default=None) for v in ys]
-    return xs, m, lo, hi
-
-
-def plot_training(results, x, path, xlabel, logx=False):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    tasks = list(results["training"])
-    ncol = 3
-    nrow = (len(tasks) + 1 + ncol - 1) // ncol
-    fig, grid = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.4 * nrow), squeeze=False)
-    cells = [ax for row in grid for ax in row]
-    axes = cells[: len(tasks)]
-    for ax in cells[len(tasks) :]:
-        ax.axis("off")
-    handles = {}
-    styles = _styles(results)
-    for ax, task in zip(axes, tasks, strict=True):
-        primary, hib = _primary(results, task)
-        for key, entry in results["training"][task].items():
-            c = _curves(entry, x, primary)
-            if c is None:
-                continue
-            xs, m, lo, hi = c
-            if logx:
-                xs, m, lo, hi = xs[1:], m[1:], lo[1:], hi[1:]
-            keep = [i for i, v in enumerate(m) if v is not None and lo[i] is not None]
-            xs, m, lo, hi = ([a[i] for i in keep] for a in (xs, m, lo, hi))
-            st = styles[key]
-            (h,) = ax.plot(xs, m, **st, label=results["estimators"][key]["label"])
-            ax.fill_between(xs, lo, hi, color=st["color"], alpha=0.08)
-            handles[results["estimators"][key]["label"]] = h
-        if primary == "objective":
-            ax.set_yscale("log")
-        title = f"{task}: {results['tasks'][task]['title']}"
-        ax.set_title("\n".join(textwrap.wrap(title, 55)), fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(_ylabel(results, task))
-        if logx:
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3, which="both")
-        if hib:
-            ys = [
-                v
-                for key, e in results["training"][task].items()
-                for r in e["runs"]
-                if not r["failed"]
-                for v in [r["curve"][-1].get(primary)]
-                if v is not None
-            ]
-            if ys:
-                top = max(ys)
-                ax.set_ylim(top - 3 * max(1e-3, top - sorted(ys)[len(ys) // 4]) - 0.5, top + 0.2)
-    legend_ax = cells[len(tasks)] if len(cells) > len(tasks) else None
-    if legend_ax is not None:
-        # One column while it fits the cell, two beyond (the ILS variants made it long).
-        ncol = 1 if len(handles) <= 18 else 2
-        legend_ax.legend(
-            list(handles.values()), list(handles), loc="center", fontsize=8 - ncol, ncol=ncol
-        )
-    else:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle(
-        "Training: mean over seeds (lines), min-max over seeds (bands); colour = family\n"
-        "(black exact, orange score function, brown control variates, green relaxations, "
-        "purple straight-through, blue ILS)",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def _ylabel(results, task):
-    name = task.split("_")[0]
-    return {
-        "toy": "E[f(z)] exact (log scale; lower is better)",
-        "poly": "E[(z-t)^2] - min (log scale; lower is better)",
-        "moe": "exact bound per point (higher is better)",
-        "vae": "ELBO per image, train subset (higher is better)",
-    }[name]
-
-
-def plot_gradients(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(results["gradients"])
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(17, 3.6 * len(tasks)))
-    axes = [axes] if len(tasks) == 1 else list(axes)
-    for ax, task in zip(axes, tasks, strict=True):
-        g = results["gradients"][task]
-        points = list(g["points"])
-        labels = []
-        for pi, point in enumerate(points):
-            rows = [r for r in g["points"][point]["rows"] if not r.get("failed")]
-            if pi == 0:
-                labels = [f"{r['label']}" + (f" ({_hp(r['hp'])})" if r["hp"] else "") for r in rows]
-            xs = [i + (pi - (len(points) - 1) / 2) * 0.22 for i in range(len(rows))]
-            ax.bar(
-                xs,
-                [r["cos_draw"] for r in rows],
-                width=0.22,
-                label=f"step {g['points'][point]['step']} of the exact-gradient trajectory",
-                color=plt.cm.viridis(pi / max(1, len(points) - 1)),
-            )
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=7)
-        ax.set_ylabel("mean cosine of one draw\nwith the exact gradient")
-        ax.set_ylim(-1, 1.05)
-        ax.set_title(f"{results['tasks'][task]['title']}: {g['draws']} draws per bar", fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.002, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_cost(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in results["cost"]["rows"] if not r.get("failed")]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    handles = {}
-    styles = _styles(results)
-    for col, (sweep, xlab) in enumerate(
-        (("K", "categories K (4 latent sites)"), ("L", "latent sites L (K = 8)"))
-    ):
-        xkey = "categories" if sweep == "K" else "latents"
-        for key in results["estimators"]:
-            pts = sorted(
-                (r[xkey], r) for r in rows if r["sweep"] == sweep and r["estimator"] == key
-            )
-            if not pts:
-                continue
-            st = styles[key]
-            for row, metric in ((0, "median_ms"), (1, "peak_mib")):
-                (h,) = axes[row][col].plot(
-                    [p[0] for p in pts], [max(p[1][metric], 1e-3) for p in pts],
-                    **({"marker": "o", "ms": 3} | st),
-                )  # fmt: skip
-                handles[results["estimators"][key]["label"]] = h
-        for row, ylab in (
-            (0, "median wall time per SVI step (ms)"),
-            (1, "peak memory in the step (MiB)"),
-        ):
-            ax = axes[row][col]
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel(xlab)
-            ax.set_ylabel(ylab)
-            ax.grid(alpha=0.3, which="both")
-    fig.legend(
-        list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8,
-        frameon=False,
-    )  # fmt: skip
-    batch = results["settings"]["cost"]["batch_size"]
-    fig.suptitle(f"Cost per step on {results['cost']['device']}, batch {batch}")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_proposal(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    toy = results["tasks"]["toy"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    cmaps = {
-        "ils_euclidean": plt.cm.Blues,
-        "ils_normalize": plt.cm.Greens,
-        "ils_reference": plt.cm.Purples,
-        "gumbel_kl": plt.cm.Reds,
-        "gumbel_density": plt.cm.Oranges,
-    }
-    for row in results["proposal"]:
-        hp = row["hp"]
-        v = hp.get("step_size", hp.get("temperature"))
-        vals = sorted(
-            {
-                r["hp"].get("step_size", r["hp"].get("temperature"))
-                for r in results["proposal"]
-                if r["estimator"] == row["estimator"]
-            }
-        )
-        shade = 0.45 + 0.5 * vals.index(v) / max(1, len(vals) - 1)
-        label = f"{row['label']} " + _hp(hp, lr=False)
-        st = {"color": cmaps[row["estimator"]](shade), "lw": 1.5}
-        for ax, metric in zip(axes, ("kl_true_pi", "objective", "sampled_loss"), strict=True):
-            c = _curves(row, "step", metric)
-            if c is None:
-                continue
-            xs, m, _, _ = c
-            pts = [(a, b) for a, b in zip(xs, m, strict=True) if a > 0 and b is not None and b > 0]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **st)
-    axes[0].set_ylabel("KL(true || pi), summed over the 5 categoricals")
-    axes[0].set_title("What the proposal plots: KL(true || pi)")
-    axes[1].axhline(toy["optimum"], color="k", ls=":", label="minimum: point mass on the mode")
-    axes[1].axhline(toy["objective_at_pi_true"], color="k", ls="--", label="value at pi = true")
-    axes[1].set_ylabel("E over exact draws of -sum(true * log(z + 1e-8))")
-    axes[1].set_title("What is minimized (exact expectation)")
-    axes[2].set_ylabel("f on each estimator's own draws (mean over the interval)")
-    axes[2].set_title("Sampled objective (relaxed draws for Gumbel-Softmax)")
-    from matplotlib.ticker import NullFormatter
-
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        if ax is not axes[1]:
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("Adam step")
-        ax.grid(alpha=0.3, which="both")
-    h, lab = axes[1].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle("The proposal's toy, its own settings (mean over seeds)")
-    fig.tight_layout(rect=(0, 0.15, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+#: The page's "Reproduce" block: (command, what it does).
+REPRODUCE = (
+    ("python -m benchmarks run estimators", "this page, the JSON, the plots"),
+    ("python -m benchmarks run estimators --quick", "CI smoke size, JSON only"),
+    ("python -m benchmarks report estimators", "the page and plots from the JSON"),
+    ("python -m benchmarks check estimators", "fails if the page is not what the JSON gives"),
+)
 
 
 # -- the page ------------------------------------------------------------------------
+
+
+def _table(head, rows, align: str) -> str:
+    """A markdown table: ``head``, then one line per row of cells; ``align`` has one
+    letter per column, ``l`` (left) or ``r`` (right)."""
+    rule = {"l": ":---", "r": "---:"}
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _loads(values) -> str:
+    return ", ".join(f"{x:.2f}" for x in values or [])
+
+
+def _supplements_table(results) -> str:
+    """The later runs merged into the JSON: one row each."""
+    head = ["parts", "estimators", "command (as run today)", "minutes", "started",
+            "load average at the start"]  # fmt: skip
+    cells = []
+    for sup in results["supplements"]:
+        every = set(sup["estimators"]) >= set(results["estimators"])
+        env = sup["environment"]
+        cells.append([
+            ", ".join(sup["parts"]),
+            "all estimators" if every else ", ".join(sup["estimators"]),
+            f"`{command_now(sup['command'])}`",
+            f"{sup['seconds'] / 60:.0f}",
+            env["started"],
+            _loads(env["loadavg_start"]),
+        ])  # fmt: skip
+    return _table(head, cells, "lllrll")
+
+
+def _estimators_table(results) -> str:
+    """Every estimator: family, evaluations per step, own grid, how it is built."""
+    cells = []
+    for key, e in results["estimators"].items():
+        grid = ", ".join(
+            f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in e["grid"].items()
+        )
+        where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
+        evals = _evals_cell(e["evals_per_step"]) if key != "exact" else "K^sites"
+        cells.append([e["label"], e["family"], evals, grid or "-", _cell(e["note"] + where)])
+    return _table(["estimator", "family", "evals / step", "own grid", "how"], cells, "llrll")
 
 
 def _task_table(results, task):
@@ -558,38 +82,33 @@ def _task_table(results, task):
     extra = sorted({k for r in rows for k in r["metrics"]} - {primary})
     head = ["estimator", "family", "tuned config", primary + (" ↑" if hib else " ↓")] + extra
     head += ["ms / step", "evals / step", "failed runs"]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join([":---"] * 3 + ["---:"] * (len(head) - 3)) + "|",
-    ]
+    cells = []
     for r in rows:
-        cells = [r["label"], r["family"], _hp(r["best"])]
+        row = [r["label"], r["family"], _hp(r["best"])]
         for name in [primary] + extra:
             m, sd = r["metrics"].get(name, (None, None))
             d = 3 if abs(m or 0) < 10 else 2
-            cells.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
-        cells += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            row.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
+        row += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
+        cells.append(row)
+    return _table(head, cells, "lll" + "r" * (len(head) - 3))
 
 
 def _gradient_table(results, task, point):
     g = results["gradients"][task]["points"][point]
     head = ["estimator", "config", "cos(mean, g*)", "mean cos(draw, g*)", "rel. bias (MC floor)",
             "tr Var / ‖g*‖²", "SNR", "MSE*", "evals"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|:---|:---|" + "---:|" * (len(head) - 2)]
+    cells = []
     for r in g["rows"]:
+        row = [r["label"], _hp(r["hp"])]
         if r.get("failed"):
-            lines.append(
-                f"| {r['label']} | {_hp(r['hp'])} | failed: {r['failed'][:60]} |" + " |" * 6
-            )
-            continue
-        lines.append(
-            f"| {r['label']} | {_hp(r['hp'])} | {_fmt(r['cos_mean'])} | {_fmt(r['cos_draw'])} | "
-            f"{_fmt(r['rel_bias'])} ({_fmt(r['mc_floor'])}) | {_fmt(r['rel_var'])} | "
-            f"{_fmt(r['snr'])} | {_fmt(r['mse_best_scale'], 3)} | {r['evals']} |"
-        )
-    return "\n".join(lines) + "\n"
+            row += [f"failed: {r['failed'][:60]}"] + [""] * (len(head) - 3)
+        else:
+            row += [_fmt(r["cos_mean"]), _fmt(r["cos_draw"])]
+            row += [f"{_fmt(r['rel_bias'])} ({_fmt(r['mc_floor'])})", _fmt(r["rel_var"])]
+            row += [_fmt(r["snr"]), _fmt(r["mse_best_scale"], 3), str(r["evals"])]
+        cells.append(row)
+    return _table(head, cells, "ll" + "r" * (len(head) - 2))
 
 
 def _cost_table(results, sweep):
@@ -597,50 +116,47 @@ def _cost_table(results, sweep):
     xkey = "categories" if sweep == "K" else "latents"
     xs = sorted({r[xkey] for r in rows})
     head = ["estimator"] + [f"{sweep}={x} ms" for x in xs] + [f"{sweep}={x} MiB" for x in xs]
-    lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * (len(head) - 1)]
+    cells = []
     for key, est in results["estimators"].items():
         by = {r[xkey]: r for r in rows if r["estimator"] == key}
         if not by:
             continue
-        cells = [est["label"]]
+        row = [est["label"]]
         for metric, d in (("median_ms", 1), ("peak_mib", 2)):
             for x in xs:
                 r = by.get(x)
-                cells.append(
+                row.append(
                     "-" if r is None else ("failed" if r.get("failed") else _fmt(r[metric], d))
                 )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append(row)
+    return _table(head, cells, "l" + "r" * (len(head) - 1))
 
 
 def _proposal_table(results):
-    lines = [
-        "| estimator | setting | KL(true ‖ pi) | E[f] exact | f on own draws, last interval |",
-        "|:---|:---|---:|---:|---:|",
-    ]
+    head = ["estimator", "setting", "KL(true ‖ pi)", "E[f] exact", "f on own draws, last interval"]
+    cells = []
     for row in results["proposal"]:
         last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
-        cells = [row["label"], _hp(row["hp"])]
+        out = [row["label"], _hp(row["hp"])]
         for metric in ("kl_true_pi", "objective", "sampled_loss"):
             m, sd = mean_sd([c.get(metric) for c in last])
-            cells.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            out.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
+        cells.append(out)
+    return _table(head, cells, "llrrr")
 
 
 def _tuning_table(results, task):
-    lines = ["| estimator | configurations tried (final primary metric, tuning seed) | chosen |",
-             "|:---|:---|:---|"]  # fmt: skip
+    head = ["estimator", "configurations tried (final primary metric, tuning seed)", "chosen"]
+    cells = []
     for key, entry in results["training"][task].items():
         tried = "; ".join(
             f"{_hp(t['hp'])}: " + ("failed" if t["score"] is None else _fmt(list(t.values())[2], 3))
             for t in entry["tuning"]
         )
-        lines.append(
-            f"| {results['estimators'][key]['label']} | {tried or 'not tuned'} "
-            f"| {_hp(entry['best'])} |"
+        cells.append(
+            [results["estimators"][key]["label"], tried or "not tuned", _hp(entry["best"])]
         )
-    return "\n".join(lines) + "\n"
+    return _table(head, cells, "lll")
 
 
 def reading(results, summary) -> str:
@@ -650,34 +166,56 @@ def reading(results, summary) -> str:
     return text(results, summary)
 
 
+#: The plots of each part: (part, name, x key, x label, log x); training has three.
+PLOTS = {
+    "training": [
+        ("steps", "step", "SVI step", False),
+        ("walltime", "seconds", "training wall time (s, evaluation excluded)", False),
+        ("evals", "evals", "objective evaluations (steps x cost per step; log)", True),
+    ],
+    "gradients": [("gradients",)],
+    "cost": [("cost",)],
+    "proposal": [("proposal",)],
+}
+_IMG_NAME = {
+    "gradients": "estimators_gradients.png",
+    "cost": "estimators_cost.png",
+    "proposal": "estimators_proposal_toy.png",
+}
+
+
+def images(results) -> dict:
+    """``{plot name: path}`` of the plots the parts in ``results`` have."""
+    imgs = {}
+    for part, plots in PLOTS.items():
+        if part in results:
+            for plot in plots:
+                name = plot[0]
+                imgs[name] = IMG / _IMG_NAME.get(name, f"estimators_training_{name}.png")
+    return imgs
+
+
+def render(results, json_path) -> str:
+    """The page's text from ``results`` (nothing written)."""
+    return page(results, summarize(results), json_path, images(results))
+
+
 def write(results, json_path):
     IMG.mkdir(parents=True, exist_ok=True)
     summary = summarize(results)
     results["summary"] = summary
     json_path.write_text(json.dumps(results, indent=1))
-    written = [json_path]
-    imgs = {}
-    if "training" in results:
-        for name, x, xl, logx in (
-            ("steps", "step", "SVI step", False),
-            ("walltime", "seconds", "training wall time (s, evaluation excluded)", False),
-            ("evals", "evals", "objective evaluations (steps x cost per step; log)", True),
-        ):
-            imgs[name] = IMG / f"estimators_training_{name}.png"
-            plot_training(results, x, imgs[name], xl, logx)
-    if "gradients" in results:
-        imgs["gradients"] = IMG / "estimators_gradients.png"
-        plot_gradients(results, imgs["gradients"])
-    if "cost" in results:
-        imgs["cost"] = IMG / "estimators_cost.png"
-        plot_cost(results, imgs["cost"])
-    if "proposal" in results:
-        imgs["proposal"] = IMG / "estimators_proposal_toy.png"
-        plot_proposal(results, imgs["proposal"])
-    written += list(imgs.values())
+    from .plots import plot_cost, plot_gradients, plot_proposal, plot_training
+
+    imgs = images(results)
+    for name, x, xl, logx in PLOTS["training"] if "training" in results else ():
+        plot_training(results, x, imgs[name], xl, logx)
+    drawers = {"gradients": plot_gradients, "cost": plot_cost, "proposal": plot_proposal}
+    for name, draw in drawers.items():
+        if name in imgs:
+            draw(results, imgs[name])
     PAGE.write_text(page(results, summary, json_path, imgs))
-    written.append(PAGE)
-    return written
+    return [json_path, *imgs.values(), PAGE]
 
 
 def page(results, summary, json_path, imgs) -> str:
@@ -690,13 +228,13 @@ def page(results, summary, json_path, imgs) -> str:
         f"<!-- Generated by benchmarks/estimators.py from {rel(json_path)}; "
         "do not edit by hand. -->\n\n",
         f"*Generated by `benchmarks/estimators.py` from `{rel(json_path)}`; every number on this "
-        "page comes from that file. Regenerate with `python benchmarks/estimators.py` (the "
-        "run times are below) or rewrite the page from the JSON with "
-        "`python benchmarks/estimators.py --report-only`.*\n\n",
+        "page comes from that file. Regenerate with `python -m benchmarks run estimators` "
+        "(the run times are below) or rewrite the page from the JSON with "
+        "`python -m benchmarks report estimators`.*\n\n",
         f"**Machine:** {machine_line(env)}\n\n",
         f"**Run:** {env['started']}, {main_minutes:.0f} min (main run); load average "
-        f"{', '.join(f'{x:.2f}' for x in env['loadavg_start'] or [])} at the start and "
-        f"{', '.join(f'{x:.2f}' for x in env['loadavg_end'] or [])} at the end on "
+        f"{_loads(env['loadavg_start'])} at the start and "
+        f"{_loads(env['loadavg_end'])} at the end on "
         f"{env['cpu_count']} logical CPUs (other jobs shared the machine: wall times are "
         "inflated and noisy: read ratios, not absolute times). Pyro validation off.\n\n",
     ]
@@ -710,20 +248,7 @@ def page(results, summary, json_path, imgs) -> str:
             "of the cost sweep with every estimator in one process (so that step times are "
             "comparable):\n\n"
         )
-        for sup in sups:
-            what = ", ".join(sup["parts"])
-            ests = (
-                "all estimators"
-                if set(sup["estimators"]) >= set(results["estimators"])
-                else ", ".join(sup["estimators"])
-            )
-            out.append(
-                f"* {what} for {ests}: `{sup['command'].strip()}`, "
-                f"{sup['seconds'] / 60:.0f} min, started {sup['environment']['started']} "
-                "(load average "
-                f"{', '.join(f'{x:.2f}' for x in sup['environment']['loadavg_start'] or [])}).\n"
-            )
-        out.append("\n")
+        out.append(_supplements_table(results) + "\n")
     if results.get("missing_estimators"):
         out.append(
             "**Not measured** (not available in `pyro_ils.estimators` when this ran): "
@@ -751,18 +276,8 @@ def page(results, summary, json_path, imgs) -> str:
         "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`). *ILS-diff* "
         "rows (`TraceILSDiff_ELBO`) replace `g` by the exact differences `L(k) - L(z)` over "
         "every alternative of each draw, at one evaluation per alternative.\n\n"
-        "| estimator | family | evals / step | own grid | how |\n|:---|:---|---:|:---|:---|\n"
     )
-    for key, e in results["estimators"].items():
-        grid = ", ".join(
-            f"{k} ∈ {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in e["grid"].items()
-        )
-        where = f" (tasks: {', '.join(e['tasks'])})" if e["tasks"] else ""
-        out.append(
-            f"| {e['label']} | {e['family']} "
-            f"| {_evals_cell(e['evals_per_step']) if key != 'exact' else 'K^sites'} "
-            f"| {grid or '-'} | {_cell(e['note'] + where)} |\n"
-        )
+    out.append(_estimators_table(results))
     out.append(
         "\nEvery estimator's learning rate is tuned over "
         f"{{{', '.join(f'{x:g}' for x in results['lr_grid'])}}} "
@@ -775,12 +290,12 @@ def page(results, summary, json_path, imgs) -> str:
         "and uniform in the VAEs, so the KL is exact).\n\n"
     )
     out.append("## Tasks\n\n")
-    for name, t in results["tasks"].items():
-        steps = ts["steps"].get(name)
-        out.append(
-            f"* `{name}`: {t['title']}; {steps} training steps "
-            f"(tuning: {ts['tune_steps'].get(name)}).\n"
-        )
+    head = ["task", "problem", "training steps", "tuning steps"]
+    cells = [
+        [f"`{name}`", t["title"], str(ts["steps"].get(name)), str(ts["tune_steps"].get(name))]
+        for name, t in results["tasks"].items()
+    ]
+    out.append(_table(head, cells, "llrr"))
     out.append(
         "\n`toy`: the proposal's objective `f(z) = -sum(true * log(z + 1e-8))` with "
         "`examples/toy_kl.py`'s `true` and initialization; the primary metric is the exact "
@@ -870,7 +385,7 @@ def page(results, summary, json_path, imgs) -> str:
             "(CPU: the peak of the running sum of tensor allocations recorded by "
             "`torch.profiler`, beyond what was held before the step). Device "
             f"`{results['cost']['device']}`; exact enumeration only where K^sites ≤ 4,096. "
-            "A CUDA run: `python benchmarks/estimators.py --parts cost --cuda --out "
+            "A CUDA run: `python -m benchmarks run estimators --parts cost --cuda --out "
             "benchmarks/results/estimators_cuda.json` (the GPU is recorded in the JSON).\n\n"
         )
         for sweep in ("K", "L"):
@@ -880,11 +395,13 @@ def page(results, summary, json_path, imgs) -> str:
         for task in results["training"]:
             out.append(f"### {task}\n\n" + _tuning_table(results, task) + "\n")
     out.append(
-        "## Reproduce\n\n```bash\npython benchmarks/estimators.py            # this page, "
-        "the JSON, the plots\npython benchmarks/estimators.py --quick    # CI smoke size, "
-        "JSON only\n```\n\nCommand of this run: `" + results["command"].strip() + "`.\n"
+        "## Reproduce\n\n```bash\n"
+        + "".join(f"{cmd:<46}# {what}\n" for cmd, what in REPRODUCE)
+        + "```\n\nCommand of this run (as run today): `"
+        + command_now(results["command"])
+        + "`.\n"
     )
     return "".join(out)
 
 
-__all__ = ["write", "summarize", "page", "math"]
+__all__ = ["images", "math", "page", "render", "summarize", "write"]

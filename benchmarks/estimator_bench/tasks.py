@@ -32,11 +32,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-# examples/ is on sys.path (estimator_bench/__init__.py imports .common first)
-import toy_kl
-from categorical_vae import CategoricalVAE, load_binarized_digits
-from mixture_of_experts import MixtureOfExperts
-from mixture_of_experts import make_data as moe_data
+from . import models as toy_kl  # the proposal toy's functions
+from .models import CategoricalVAE, MixtureOfExperts, load_binarized_digits
+from .models import make_data as moe_data
 
 
 class Task:

@@ -1,8 +1,8 @@
 """The zoo: Pyro's own models with discrete guide sites, trained with every relevant
 estimator to convergence, from which the plugin's default is chosen.
 
-Run a model's suite with ``python -m benchmarks.zoo.run MODEL`` from the repository
-root (``--quick`` for a smoke-sized run); ``python -m benchmarks.zoo.report`` writes
+Run a model's suite with ``python -m benchmarks run zoo MODEL`` from the repository
+root (``--quick`` for a smoke-sized run); ``python -m benchmarks report zoo`` writes
 the docs pages from the result files in ``benchmarks/results/zoo/``.
 
 * :mod:`.record`: the run record (clean commit, command, seeds, machine);

@@ -40,27 +40,19 @@ import torch
 from torch import nn
 from torch.distributions import constraints
 
+from benchmarks.estimator_bench.models import make_data
+from benchmarks.estimator_bench.models import true_mean as _true_mean
+from benchmarks.estimator_bench.models import true_region as _region
+
 from .estimators import Estimator
 from .mixtures import _ALL, _PEERS, Epochs, Task, run_generator
 
 K, HIDDEN, NOISE, N = 4, 32, 0.2, 2000
-TRUE_W = torch.tensor([[1.5, -1.0], [-2.0, 0.5], [0.5, 2.0], [-1.0, -1.5]])
-TRUE_B = torch.tensor([1.0, -1.0, 0.5, -0.5])
-
-
-def _region(x):
-    return 2 * (x[..., 0] > 0).long() + (x[..., 1] > 0).long()
-
-
-def _true_mean(x):
-    r = _region(x)
-    return (TRUE_W[r] * x).sum(-1) + TRUE_B[r]
 
 
 def _data(seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    x = 2 * torch.rand(N, 2, generator=gen) - 1
-    return x, _true_mean(x) + NOISE * torch.randn(N, generator=gen)
+    """The data of the example (the estimator benchmark's ``moe`` task's generator)."""
+    return make_data(N, NOISE, seed, "cpu")
 
 
 class MixtureOfExperts(Task):

@@ -55,10 +55,13 @@ def machine() -> dict:
     }
 
 
-def header(allow_dirty: bool, seeds: dict, module: str = "benchmarks.zoo.run") -> dict:
+def header(allow_dirty: bool, seeds: dict, module: str = "benchmarks run zoo", argv=None) -> dict:
+    """The record's head; ``command`` is ``python -m MODULE ARGV`` (default: the
+    command line's arguments)."""
+    argv = sys.argv[1:] if argv is None else argv
     return {
         **commit(allow_dirty),
-        "command": f"python -m {module} " + " ".join(sys.argv[1:]),
+        "command": " ".join([f"python -m {module}", *argv]),
         "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seeds": seeds,
         "machine": machine(),

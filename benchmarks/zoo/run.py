@@ -2,8 +2,8 @@
 
 ::
 
-    python -m benchmarks.zoo.run dp_gaussian            # the full suite
-    python -m benchmarks.zoo.run quickstart --quick     # a smoke-sized run
+    python -m benchmarks run zoo dp_gaussian            # the full suite
+    python -m benchmarks run zoo quickstart --quick     # a smoke-sized run
 
 Protocol (the same for every estimator):
 
@@ -121,7 +121,11 @@ def main(argv=None) -> dict:
     seeds = REPORTED_SEEDS[: args.seeds] if not args.quick else REPORTED_SEEDS[:2]
     tuning_seeds = TUNING_SEEDS if not args.quick else TUNING_SEEDS[:1]
     result = {
-        **record.header(args.allow_dirty, {"tuning": list(tuning_seeds), "reported": list(seeds)}),
+        **record.header(
+            args.allow_dirty,
+            {"tuning": list(tuning_seeds), "reported": list(seeds)},
+            argv=argv,
+        ),
         "model": task.name,
         "title": task.title,
         "source": task.source,

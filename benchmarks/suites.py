@@ -1,0 +1,174 @@
+"""The suites of ``python -m benchmarks`` (see :mod:`benchmarks.cli`).
+
+Each entry only dispatches to its suite's module; the modules are imported when a
+suite is used, so ``--help`` stays fast.
+
+* ``estimators``: every estimator on the benchmark's tasks (:mod:`benchmarks.estimators`,
+  page ``docs/estimators.md``);
+* ``gradients``: the gradient-quality part of that benchmark alone
+  (:mod:`benchmarks.estimator_bench.gradients`); its recorded results are those of
+  ``estimators.json``, so its page is ``docs/estimators.md``;
+* ``zoo``: Pyro's own models (``run zoo MODEL``; :mod:`benchmarks.zoo`, pages
+  ``docs/zoo/``);
+* ``cost``: SVI step time (:mod:`benchmarks.step_time`, page ``docs/performance.md``);
+* ``pyro-tests``: Pyro's own inference tests rebound to the plugin's ELBOs
+  (:mod:`benchmarks.pyro_enum_tests`); no page is generated from its results (the
+  README quotes them);
+* ``frozen``: the retired one-off studies, whose result files are frozen
+  (``benchmarks/results/frozen/``): nothing to run; ``check`` verifies that each
+  frozen file is the one its README lists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.cli import Suite, register
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- estimators and gradients ---------------------------------------------------------
+
+
+def _estimators_run(argv):
+    from benchmarks import estimators
+
+    estimators.main(argv)
+
+
+def _estimators_report():
+    from benchmarks.estimator_bench import common, report
+
+    out = common.RESULTS / "estimators.json"
+    return report.write(_read(out), out)
+
+
+def _estimators_check():
+    from benchmarks.estimator_bench import common, report
+
+    out = common.RESULTS / "estimators.json"
+    return [] if report.render(_read(out), out) == report.PAGE.read_text() else [report.PAGE]
+
+
+def _gradients_run(argv):
+    from benchmarks import estimators
+    from benchmarks.estimator_bench import common
+
+    name = "gradients_quick.json" if "--quick" in argv else "gradients.json"
+    # its own result file: the estimators' default (estimators.json) holds every part
+    out = [] if "--out" in argv else ["--out", common.rel(common.RESULTS / name)]
+    estimators.main(["--parts", "gradients", "--no-docs", *out, *argv])
+
+
+register(
+    Suite(
+        "estimators",
+        "every gradient estimator on the benchmark's tasks -> docs/estimators.md",
+        "benchmarks.estimators",
+        _estimators_run,
+        _estimators_report,
+        _estimators_check,
+    )
+)
+register(
+    Suite(
+        "gradients",
+        "gradient quality against the exact gradient (the estimators' gradients part; "
+        "JSON only, its recorded results are in estimators.json)",
+        "benchmarks.estimators",
+        _gradients_run,
+        lambda: [],
+        lambda: [],
+    )
+)
+
+
+# -- zoo ---------------------------------------------------------------------------------
+
+
+def _zoo_run(argv):
+    from benchmarks.zoo import run
+
+    run.main(argv)
+
+
+def _zoo_report():
+    from benchmarks.zoo import report
+
+    return report.write()
+
+
+def _zoo_check():
+    from benchmarks.zoo import report
+
+    return report.stale()
+
+
+register(
+    Suite(
+        "zoo",
+        "Pyro's own models, every estimator to convergence (run zoo MODEL) -> docs/zoo/",
+        "benchmarks.zoo.run",
+        _zoo_run,
+        _zoo_report,
+        _zoo_check,
+    )
+)
+
+
+# -- cost ----------------------------------------------------------------------------
+
+
+def _cost_run(argv):
+    from benchmarks import step_time
+
+    return step_time.main(argv)
+
+
+def _cost_report():
+    from benchmarks import step_time
+
+    return [step_time.write_page()]
+
+
+def _cost_check():
+    from benchmarks import step_time
+
+    return step_time.stale_pages()
+
+
+register(
+    Suite(
+        "cost",
+        "SVI step time, ILS against straight-through -> docs/performance.md",
+        "benchmarks.step_time",
+        _cost_run,
+        _cost_report,
+        _cost_check,
+    )
+)
+
+
+# -- Pyro's tests --------------------------------------------------------------------
+
+
+def _pyro_tests_run(argv):
+    from benchmarks import pyro_enum_tests
+
+    pyro_enum_tests.main(argv)
+
+
+register(
+    Suite(
+        "pyro-tests",
+        "Pyro's own inference tests rebound to the plugin's ELBOs (needs --pyro PATH; JSON only)",
+        "benchmarks.pyro_enum_tests",
+        _pyro_tests_run,
+        lambda: [],
+        lambda: [],
+    )
+)
