@@ -27,14 +27,15 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: The reference each zoo model gets: exact where the guide's discrete sites enumerate
 #: and nothing else is latent; with drawn continuous sites (the DP mixtures' sticks and
-#: components, M2's z, AIR's where/what); RLOO where a site is ``.to_event`` (the VAEs).
+#: components, M2's z); RLOO where a discrete site is ``.to_event`` (the VAEs' codes,
+#: AIR's presence flags).
 ZOO_REFERENCE = {
     "quickstart": "exact",
     "moe": "exact",
     "dp_gaussian": "enumeration, Monte Carlo",
     "dp_poisson": "enumeration, Monte Carlo",
     "ss_vae": "enumeration, Monte Carlo",
-    "air": "enumeration, Monte Carlo",
+    "air": "RLOO, Monte Carlo",
     "cat_vae_20x10": "RLOO, Monte Carlo",
     "cat_vae_4x8": "RLOO, Monte Carlo",
     "bernoulli_vae_200": "RLOO, Monte Carlo",
