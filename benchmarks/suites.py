@@ -10,6 +10,9 @@ suite is used, so ``--help`` stays fast.
   ``estimators.json``, so its page is ``docs/estimators.md``;
 * ``zoo``: Pyro's own models (``run zoo MODEL``; :mod:`benchmarks.zoo`, pages
   ``docs/zoo/``);
+* ``zoo-gradients``: every estimator's gradient on every zoo model, measured by
+  :func:`pyro_ils.compare_estimators` (:mod:`benchmarks.zoo.gradients`, page
+  ``docs/gradients.md``);
 * ``cost``: SVI step time (:mod:`benchmarks.step_time`, page ``docs/performance.md``);
 * ``pyro-tests``: Pyro's own inference tests rebound to the plugin's ELBOs
   (:mod:`benchmarks.pyro_enum_tests`); no page is generated from its results (the
@@ -116,6 +119,37 @@ register(
         _zoo_run,
         _zoo_report,
         _zoo_check,
+    )
+)
+
+
+def _zoo_gradients_run(argv):
+    from benchmarks.zoo import gradients
+
+    gradients.main(argv)
+
+
+def _zoo_gradients_report():
+    from benchmarks.zoo import gradients
+
+    return gradients.write()
+
+
+def _zoo_gradients_check():
+    from benchmarks.zoo import gradients
+
+    return gradients.stale()
+
+
+register(
+    Suite(
+        "zoo-gradients",
+        "every estimator's gradient on every zoo model, by pyro_ils.compare_estimators "
+        "-> docs/gradients.md",
+        "benchmarks.zoo.gradients",
+        _zoo_gradients_run,
+        _zoo_gradients_report,
+        _zoo_gradients_check,
     )
 )
 
