@@ -3,9 +3,9 @@ r"""Every estimator's gradient on a user's own model, against a reference.
 :func:`compare_estimators` answers, at the current parameters of a model and guide,
 "how good is each estimator's gradient here?" without training anything. For each
 estimator :math:`e` it draws ``num_draws`` gradients :math:`g_1, \dots, g_M` of the loss
-with respect to every parameter the model and guide use (Pyro's param store, which
-includes ``pyro.module`` networks), and compares them with a reference gradient
-:math:`r`:
+with respect to every parameter the model and guide read from Pyro's param store
+(``pyro.module`` networks included, other entries of the store left out), and compares
+them with a reference gradient :math:`r`:
 
 .. math::
 
@@ -329,15 +329,21 @@ def compare_estimators(
     if seed is not None:
         pyro.set_rng_seed(seed)
     # Initialise the parameters (as a first SVI step would) and hold one minibatch.
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    with poutine.trace(param_only=True) as used:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     held = {
         name: site["value"]
         for name, site in guide_trace.nodes.items()
         if site["type"] == "sample" and site_is_subsample(site)
     }
     model, guide = _HeldSubsample(held)(model), _HeldSubsample(held)(guide)
-    names = sorted(name for name, p in pyro.get_param_store()._params.items() if p.requires_grad)
+    store = pyro.get_param_store()
+    names = sorted(  # the parameters the model and guide use, not the whole store
+        name
+        for name in used.trace.nodes
+        if name in store._params and store._params[name].requires_grad
+    )
     state = _ParamState()
     if defaults:  # RLOO at as many evaluations as the exact differences make
         matched = matched_rloo(model, guide, *args, max_plate_nesting=max_plate_nesting, **kwargs)

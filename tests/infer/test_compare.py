@@ -213,3 +213,12 @@ def test_bad_input(fresh):
         compare_estimators(model, guide, X, num_draws=1, verbose=False)
     with pytest.raises(TypeError, match="not a Pyro ELBO"):
         compare_estimators(model, guide, X, estimators={"x": object()}, verbose=False)
+
+
+def test_only_the_parameters_the_model_and_guide_use(fresh):
+    pyro.param("unrelated", torch.ones(50))
+    result = compare_estimators(
+        model, guide, X, estimators=[Trace_ELBO()], num_draws=2, progress=False, verbose=False
+    )
+    assert set(result.reference_gradient) == {"locs", "shift", "logits1", "logits2"}
+    assert result.num_parameters == 3 + 2 + 9 + 18
