@@ -51,6 +51,7 @@ def lr_grid(task) -> tuple[float, ...]:
 
 MAX_WIDEN = 2
 TUNING_SEEDS = (100, 101)
+#: The reported seeds of a task without its own ``reported_seeds``.
 REPORTED_SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -108,7 +109,9 @@ def main(argv=None) -> dict:
     parser.add_argument("model", choices=sorted(TASKS))
     parser.add_argument("--quick", action="store_true", help="smoke-sized: tiny budgets")
     parser.add_argument("--estimators", default=None, help="comma-separated subset")
-    parser.add_argument("--seeds", type=int, default=len(REPORTED_SEEDS))
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="the first N of the task's reported seeds"
+    )
     parser.add_argument("--allow-dirty", action="store_true", help="mark the result dirty")
     parser.add_argument("--out", default=None, help="result file (default: results/zoo/)")
     parser.add_argument("--no-progress", action="store_true")
@@ -118,7 +121,8 @@ def main(argv=None) -> dict:
     names = [n for n in task.estimators if n in ESTIMATORS]
     if args.estimators:
         names = [n for n in args.estimators.split(",") if n in names]
-    seeds = REPORTED_SEEDS[: args.seeds] if not args.quick else REPORTED_SEEDS[:2]
+    seeds = tuple(getattr(task, "reported_seeds", REPORTED_SEEDS))[: args.seeds]
+    seeds = seeds[:2] if args.quick else seeds
     tuning_seeds = TUNING_SEEDS if not args.quick else TUNING_SEEDS[:1]
     result = {
         **record.header(
