@@ -260,7 +260,11 @@ class CatVAE20x10(_CategoricalVAE):
     (30 epochs), ``elbo`` every 60 steps from step 300: about 85 runs x (1200 x 32 ms
     + 20 x 0.16 s + 8 s) = 70 minutes on one core. (The first caps, 150 and 180 steps,
     came from step times measured under three times this load; a suite at them took
-    20 minutes and ended every run early in training.)"""
+    20 minutes and ended every run early in training.) The newer peers (measured as
+    above but 5 steps after one, under other load): gumbel_rao 46, gst 34,
+    reinmax_official 36; IndeCateR (200 alternatives per image, 770 ms) and
+    matched-cost RLOO (64 samples, the cap; 1.6 s) run here but are left out: a run at
+    the cap would take 15 to 30 minutes."""
 
     name = "cat_vae_20x10"
     title = "Categorical VAE, 20 x 10 (Gumbel-Softmax, ReinMax), binarized MNIST"
@@ -320,7 +324,11 @@ class BernoulliVAE200(_VAE):
     Measured ms per step (two measurements): trace 11/15, tracegraph 23/32, ils_default
     16/17, ils_midpoint 15/30; the final evaluation 4 to 8 s, ``elbo`` 0.15 to 0.3 s.
     Cap: 1,300 steps (16 epochs), ``elbo`` every 100 steps from step 400: about 80 x
-    (1300 x 20 ms + 13 x 0.2 s + 5.5 s) = 46 minutes."""
+    (1300 x 20 ms + 13 x 0.2 s + 5.5 s) = 46 minutes. The newer peers (5 steps after
+    one, under other load): gumbel_rao 33, gst 17, disarm 17; IndeCateR (400
+    alternatives per image, about 400 ms) and matched-cost RLOO (64 samples, the cap;
+    about 460 ms) run here but are left out: a run at the cap would take about 10
+    minutes."""
 
     name = "bernoulli_vae_200"
     title = "Bernoulli VAE, 200 latents, linear (DisARM), binarized MNIST"
