@@ -45,7 +45,7 @@ from benchmarks.estimator_bench.models import true_mean as _true_mean
 from benchmarks.estimator_bench.models import true_region as _region
 
 from .estimators import Estimator
-from .mixtures import _ALL, _PEERS, Epochs, Task, run_generator
+from .mixtures import _ALL, _MORE_PEERS, _PEERS, SMALL_TASK_SEEDS, Epochs, Task, run_generator
 
 K, HIDDEN, NOISE, N = 4, 32, 0.2, 2000
 
@@ -63,7 +63,8 @@ class MixtureOfExperts(Task):
     lr_grid = (0.002, 0.01, 0.05)
     batch_size = 256
     max_steps, min_steps, eval_every, tol = 2000, 500, 100, 1e-3
-    estimators = _ALL + _PEERS
+    estimators = _ALL + _PEERS + _MORE_PEERS
+    reported_seeds = SMALL_TASK_SEEDS
     metric_name = "bound per point (z exact)"
 
     def __init__(self, quick: bool = False):

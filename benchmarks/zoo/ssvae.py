@@ -156,7 +156,7 @@ class SSVAE(Task):
     max_steps, min_steps, eval_every, tol = 270, 135, 45, 1e-3
     max_plate_nesting = 1
     estimators = ("trace", "tracegraph", "enum", "ils_default", "ils_midpoint")
-    estimators += ("reinmax", "st_gumbel")
+    estimators += ("reinmax", "st_gumbel", "gumbel_rao", "gst", "rloo_matched")
     metric_name = "held-out ELBO per image (y exact)"
     batch_lab, batch_unl = 25, 100
     iw_stride, iw_samples = 10, 20
@@ -194,9 +194,7 @@ class SSVAE(Task):
     def site(self, name, cls, **params):
         """The guide's class, drawn as the estimator asks; the peers' index-valued
         classes are swapped for their one-hot versions."""
-        est = self.estimator
-        if est.site_class is not None:
-            est = est.one_hot()
+        est = self.estimator.for_site(cls)
         return pyro.sample(name, est.site_dist(cls)(**params), infer=dict(est.site_infer))
 
     # -- the source's networks -------------------------------------------------------

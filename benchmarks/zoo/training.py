@@ -75,6 +75,8 @@ def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> di
         "curve": curve,
         "final": final,
     }
+    if hasattr(loss, "num_samples"):  # RLOO's matched samples, IndeCateR's draws
+        run["num_samples"] = loss.num_samples
     if hasattr(loss, "site_choices"):  # what the plugin's default gave each site
         run["site_choices"] = {name: str(c) for name, c in loss.site_choices.items()}
     return run
