@@ -13,7 +13,7 @@ References:
 
 * the ILS proposal and the method as implemented: ``ILS_METHOD.md`` in the project's
   shared documents, and :mod:`pyro_ils.ops.projections` for the targets;
-* Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
+* Liu, Dong, Liu, Yu and Gao (2023), "Bridging discrete and backpropagation:
   straight-through and beyond", NeurIPS (ReinMax, the midpoint target's ``c = 0``
   limit).
 """

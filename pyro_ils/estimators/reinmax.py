@@ -68,7 +68,7 @@ class ReinMax(LinearEstimator):
 
     References:
 
-    * Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
+    * Liu, Dong, Liu, Yu and Gao (2023), "Bridging discrete and backpropagation:
       straight-through and beyond", NeurIPS.
     """
 

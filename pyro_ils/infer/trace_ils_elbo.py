@@ -63,7 +63,7 @@ class TraceILS_ELBO(_ILSELBOMixin, Trace_ELBO):
 
     * Roeder, Wu and Duvenaud (2017), "Sticking the landing: simple, lower-variance
       gradient estimators for variational inference", NeurIPS (``"stl"``).
-    * Liu, Zhao, Gao and Han (2023), "Bridging discrete and backpropagation:
+    * Liu, Dong, Liu, Yu and Gao (2023), "Bridging discrete and backpropagation:
       straight-through and beyond", NeurIPS (the midpoint limit is their ReinMax).
     """
 
