@@ -68,6 +68,8 @@ def guide(data):
 svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=TraceILS_ELBO())
 """,
 }
+#: diagnostics.md measures the estimators on the same small mixture.
+PRELUDES["docs/diagnostics.md"] = PRELUDES["docs/usage.md"]
 
 
 def _read(path: str) -> str:
