@@ -344,6 +344,11 @@ def compare_estimators(
         for name in used.trace.nodes
         if name in store._params and store._params[name].requires_grad
     )
+    if not names:
+        raise ValueError(
+            "the model and guide read no parameter from Pyro's param store: nothing to "
+            "measure (PyroModule parameters under module_local_params=True are not supported)"
+        )
     state = _ParamState()
     if defaults:  # RLOO at as many evaluations as the exact differences make
         matched = matched_rloo(model, guide, *args, max_plate_nesting=max_plate_nesting, **kwargs)

@@ -211,6 +211,8 @@ def test_continuous_latents_give_a_monte_carlo_reference(fresh):
 def test_bad_input(fresh):
     with pytest.raises(ValueError, match="num_draws"):
         compare_estimators(model, guide, X, num_draws=1, verbose=False)
+    with pytest.raises(ValueError, match="no parameter"):
+        compare_estimators(lambda: None, lambda: None, num_draws=2, verbose=False)
     with pytest.raises(TypeError, match="not a Pyro ELBO"):
         compare_estimators(model, guide, X, estimators={"x": object()}, verbose=False)
 
