@@ -10,6 +10,7 @@ Usage::
 
     python examples/compare_estimators.py                 # 100 draws per estimator
     python examples/compare_estimators.py --num-draws 20 --num-steps 50
+    python examples/compare_estimators.py --plot compare_estimators.png
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the records here")
+    parser.add_argument("--plot", help="also save the bias-variance maps here (a .png)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     data = torch.cat([torch.randn(100) - 4, torch.randn(100), torch.randn(100) + 4])
-    out = {}
+    out, results = {}, []
     for stage in ("initial parameters", f"after {args.num_steps} steps"):
         if stage != "initial parameters":
             svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), loss=pyro_ils.TraceILS_ELBO())
@@ -68,6 +70,18 @@ def main(argv=None) -> dict:
             progress=not args.no_progress,
         )
         out[stage] = result.to_dicts()
+        results.append((stage, result))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, 1, figsize=(10, 10))
+        for ax, (stage, result) in zip(axes, results, strict=True):
+            result.plot(ax=ax).set_title(stage)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

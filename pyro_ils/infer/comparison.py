@@ -82,6 +82,40 @@ class Comparison:
     def __str__(self) -> str:
         return self.table()
 
+    def plot(self, ax=None):
+        """The bias-variance map: one point per estimator that ran, its variance per
+        draw (x) against its bias (y), relative to the reference's squared norm and
+        norm, on log axes, with the Monte Carlo noise floor of each bias as a grey
+        mark below it. Values under :data:`PLOT_FLOOR` (exact to rounding) are drawn
+        at the floor. Lower left is better. Needs ``matplotlib``.
+
+        :param ax: a ``matplotlib`` ``Axes`` to draw on (default: a new figure's).
+        :returns: the ``Axes``; the legend names the estimators.
+        """
+        import matplotlib.pyplot as plt  # an optional dependency
+
+        if ax is None:
+            ax = plt.subplots(figsize=(9, 5))[1]
+        markers = "osD^vP*Xhp<>"
+        for i, r in enumerate(r for r in self.records if r.error is None):
+            x = max(r.relative_variance, PLOT_FLOOR)
+            y = max(r.relative_bias, PLOT_FLOOR)
+            ax.scatter([x], [y], s=30, marker=markers[i % len(markers)], label=r.name, zorder=3)
+            noise = max(r.bias_noise, PLOT_FLOOR)
+            ax.scatter([x], [noise], s=14, marker="_", color="grey", zorder=2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("variance of one draw / |reference|^2")
+        ax.set_ylabel("|mean - reference| / |reference|")
+        ax.set_title(f"estimators against the {self.reference} reference")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return ax
+
+
+#: Where :meth:`Comparison.plot` draws values smaller than itself.
+PLOT_FLOOR = 1e-4
+
 
 #: The table's columns: heading and how a record is written.
 _COLUMNS = (

@@ -224,3 +224,17 @@ def test_only_the_parameters_the_model_and_guide_use(fresh):
     )
     assert set(result.reference_gradient) == {"locs", "shift", "logits1", "logits2"}
     assert result.num_parameters == 3 + 2 + 9 + 18
+
+
+def test_plot(fresh):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    estimators = {"reinforce": Trace_ELBO(), "st": TraceILS_ELBO(estimator=StraightThrough())}
+    result = compare_estimators(
+        model, guide, X, estimators=estimators, num_draws=3, progress=False, verbose=False
+    )
+    ax = result.plot()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["reinforce", "st"]
+    assert len(ax.collections) == 4  # a point and its noise mark per estimator
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    matplotlib.pyplot.close(ax.figure)
