@@ -28,10 +28,13 @@ sites (one evaluation when every latent site is discrete, the mean of
 ``reference_draws`` draws (``reference_draws / 10`` steps of 10 samples), unbiased, with
 its standard error stated.
 
-Plate subsamples are drawn once and held for every evaluation, so that all estimators
-see the same minibatch. Nothing is trained: every parameter's value, its ``.grad`` and
-the param store's names are restored after each estimator (state an estimator keeps,
-such as :class:`~pyro.infer.TraceGraph_ELBO`'s baselines, starts fresh for each).
+Plate subsamples are drawn once and held, so that all estimators see the same
+minibatch, and every estimator starts from the same random state. The draws are taken
+round-robin, one of each estimator in turn, so that a change in the machine's load
+hits all of them alike (``seconds_per_step``). Nothing is trained: every parameter's
+value, its ``.grad`` and the param store's names are restored after each draw. State an
+estimator adds to the store (:class:`~pyro.infer.TraceGraph_ELBO`'s baselines, a
+control variate) is kept for that estimator's own later draws only.
 
 References:
     Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE samples, get a baseline for free!",
@@ -51,6 +54,7 @@ from pyro.infer import config_enumerate
 from pyro.infer.elbo import ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyro_ils.infer.comparison import Comparison, EstimatorRecord
@@ -81,7 +85,8 @@ class _ParamState:
     """The param store's names, values and gradients, to be put back as they were.
 
     The tensors themselves are kept (an optimiser may hold them); their data and
-    ``.grad`` are copied back, and names an estimator added are removed.
+    ``.grad`` are copied back, and names an estimator added are removed (and, with
+    ``extra``, the names one estimator added on its earlier draws put back).
     """
 
     def __init__(self):
@@ -91,35 +96,76 @@ class _ParamState:
         self.data = {k: v.detach().clone() for k, v in self.params.items()}
         self.grads = {k: None if v.grad is None else v.grad.clone() for k, v in self.params.items()}
 
-    def restore(self) -> None:
+    def restore(self, extra: dict | None = None) -> None:
         store = pyro.get_param_store()
         store.clear()
         store.set_state({"params": self.params, "constraints": self.constraints})
+        if extra:
+            store.set_state(extra)
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(self.data[name])
                 p.grad = self.grads[name]
 
+    def added(self) -> dict:
+        """What the store holds beyond the snapshot, in ``set_state``'s form."""
+        store = pyro.get_param_store()
+        new = [k for k in store._params if k not in self.params]
+        return {
+            "params": {k: store._params[k] for k in new},
+            "constraints": {k: store._constraints[k] for k in new},
+        }
 
-def _draws(elbo: ELBO, model, guide, args, kwargs, names, num, bar) -> tuple[torch.Tensor, float]:
-    """``num`` flattened gradients of ``elbo`` in the parameters ``names``, and the
-    mean seconds of one ``loss_and_grads``."""
+
+def _draw(elbo: ELBO, model, guide, args, kwargs, names) -> tuple[torch.Tensor, float]:
+    """One flattened gradient of ``elbo`` in the parameters ``names``, and the seconds
+    of its ``loss_and_grads``."""
     store = pyro.get_param_store()
-    out, seconds = [], 0.0
+    for p in store._params.values():
+        p.grad = None
+    start = time.perf_counter()
+    elbo.loss_and_grads(model, guide, *args, **kwargs)
+    seconds = time.perf_counter() - start
+    parts = []
+    for name in names:
+        p = store._params[name]
+        grad = torch.zeros_like(p) if p.grad is None else p.grad
+        parts.append(grad.detach().reshape(-1).double())
+    return torch.cat(parts), seconds
+
+
+def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar) -> dict:
+    """``num`` gradients of every ELBO, drawn round-robin (one draw of each in turn,
+    so that a change of the machine's load hits all alike). Each ELBO keeps its own
+    random stream and the state it adds to the param store (a baseline, a control
+    variate) across its draws; nothing else carries over. Returns, per name, the
+    stacked gradients and mean seconds, or the error that stopped it."""
+    rng = {name: get_rng_state() for name in elbos}
+    extra = {name: None for name in elbos}
+    draws = {name: [] for name in elbos}
+    seconds = dict.fromkeys(elbos, 0.0)
+    errors = {}
     for _ in range(num):
-        for p in store._params.values():
-            p.grad = None
-        start = time.perf_counter()
-        elbo.loss_and_grads(model, guide, *args, **kwargs)
-        seconds += time.perf_counter() - start
-        parts = []
-        for name in names:
-            p = store._params[name]
-            grad = torch.zeros_like(p) if p.grad is None else p.grad
-            parts.append(grad.detach().reshape(-1).double())
-        out.append(torch.cat(parts))
-        bar.update(1)
-    return torch.stack(out), seconds / max(num, 1)
+        for name, elbo in elbos.items():
+            if name in errors:
+                continue
+            state.restore(extra[name])
+            set_rng_state(rng[name])
+            try:
+                g, t = _draw(elbo, model, guide, args, kwargs, names)
+            except Exception as e:  # not applicable to this model: say why
+                errors[name] = f"{type(e).__name__}: {e}"
+                bar.update(num - len(draws[name]))
+                continue
+            finally:
+                rng[name], extra[name] = get_rng_state(), state.added()
+            draws[name].append(g)
+            seconds[name] += t
+            bar.update(1)
+    state.restore()
+    return {
+        name: errors.get(name) or (torch.stack(draws[name]), seconds[name] / num) for name in elbos
+    }
 
 
 def _evaluations(elbo, model, guide, args, kwargs) -> int | None:
@@ -220,8 +266,9 @@ def compare_estimators(
         when the reference is exact).
     :param max_plate_nesting: passed to the ELBOs that need it (guessed by Pyro if
         ``None``).
-    :param seed: if given, ``pyro.set_rng_seed(seed)`` before each estimator, so that
-        each sees the same minibatch and the same random stream.
+    :param seed: if given, ``pyro.set_rng_seed(seed)`` first, so that the minibatch
+        and every draw are reproducible. Every estimator starts from the same random
+        state either way.
     :param progress: show a progress bar.
     :param verbose: print the table.
     :param kwargs: passed to ``model`` and ``guide``.
@@ -285,33 +332,36 @@ def compare_estimators(
         state.restore()
         if seed is not None:
             pyro.set_rng_seed(seed)
-        ref_g, _ = _draws(ref_elbo, model, ref_guide, args, kwargs, names, ref_num, bar)
-        state.restore()
+        ref_g = _interleaved(
+            {"reference": ref_elbo}, model, ref_guide, args, kwargs, names, ref_num, state, bar
+        )["reference"]
+        if isinstance(ref_g, str):
+            raise RuntimeError(f"the reference ({reference}) failed: {ref_g}")
+        ref_g = ref_g[0]
         ref = ref_g.mean(0)
         ref_var = float(((ref_g - ref) ** 2).sum(-1).sum() / max(ref_num - 1, 1)) / ref_num
         if ref_num == 1:
             ref_var = 0.0
         if float(ref.norm()) == 0.0:
             raise ValueError("the reference gradient is zero: nothing to compare with")
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        drawn = _interleaved(estimators, model, guide, args, kwargs, names, num_draws, state, bar)
         records = []
         for name, elbo in estimators.items():
-            if seed is not None:
-                pyro.set_rng_seed(seed)
-            start = bar.n
-            try:
-                g, seconds = _draws(elbo, model, guide, args, kwargs, names, num_draws, bar)
-                stats = _stats(g, ref, ref_var)
-                stats["evaluations"] = _evaluations(elbo, model, guide, args, kwargs)
-                records.append(
-                    EstimatorRecord(name, **stats, seconds_per_step=seconds, num_draws=num_draws)
-                )
-            except Exception as e:  # not applicable to this model: say why
-                bar.update(start + num_draws - bar.n)
+            if isinstance(drawn[name], str):
                 nan = math.nan
-                error = f"{type(e).__name__}: {e}"
-                records.append(EstimatorRecord(name, nan, nan, nan, nan, nan, nan, 0, error=error))
-            finally:
-                state.restore()
+                records.append(
+                    EstimatorRecord(name, nan, nan, nan, nan, nan, nan, 0, error=drawn[name])
+                )
+                continue
+            g, seconds = drawn[name]
+            stats = _stats(g, ref, ref_var)
+            stats["evaluations"] = _evaluations(elbo, model, guide, args, kwargs)
+            state.restore()
+            records.append(
+                EstimatorRecord(name, **stats, seconds_per_step=seconds, num_draws=num_draws)
+            )
     finally:
         bar.close()
         state.restore()
