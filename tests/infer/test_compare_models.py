@@ -38,6 +38,7 @@ ZOO_REFERENCE = {
     "air": "RLOO, Monte Carlo",
     "cat_vae_20x10": "RLOO, Monte Carlo",
     "cat_vae_4x8": "RLOO, Monte Carlo",
+    "cat_vae_24x4": "RLOO, Monte Carlo",
     "bernoulli_vae_200": "RLOO, Monte Carlo",
 }
 
