@@ -136,7 +136,8 @@ def _draw(elbo: ELBO, model, guide, args, kwargs, names) -> tuple[torch.Tensor, 
 
 def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar) -> dict:
     """``num`` gradients of every ELBO, drawn round-robin (one draw of each in turn,
-    so that a change of the machine's load hits all alike). Each ELBO keeps its own
+    so that a change of the machine's load hits all alike), after one round of warm-up
+    draws that are neither kept nor timed. Each ELBO keeps its own
     random stream and the state it adds to the param store (a baseline, a control
     variate) across its draws; nothing else carries over. Returns, per name, the
     stacked gradients and mean seconds, or the error that stopped it."""
@@ -145,7 +146,7 @@ def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar
     draws = {name: [] for name in elbos}
     seconds = dict.fromkeys(elbos, 0.0)
     errors = {}
-    for _ in range(num):
+    for round_ in range(num + 1):  # round 0 warms up (caches, lazy set-up): not kept
         for name, elbo in elbos.items():
             if name in errors:
                 continue
@@ -159,9 +160,10 @@ def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar
                 continue
             finally:
                 rng[name], extra[name] = get_rng_state(), state.added()
-            draws[name].append(g)
-            seconds[name] += t
-            bar.update(1)
+            if round_ > 0:
+                draws[name].append(g)
+                seconds[name] += t
+                bar.update(1)
     state.restore()
     return {
         name: errors.get(name) or (torch.stack(draws[name]), seconds[name] / num) for name in elbos

@@ -23,7 +23,11 @@ passes, the mean-field check's extra guide run and learned networks are not coun
   :class:`~pyro_ils.infer.trace_muprop_elbo.TraceMuProp_ELBO`: 2 per particle;
   :class:`~pyro_ils.infer.trace_rebar_elbo.TraceREBAR_ELBO` and
   :class:`~pyro_ils.infer.trace_relax_elbo.TraceRELAX_ELBO`: 3 per particle;
-  Pyro's ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``TraceGraph_ELBO``: 1 per particle.
+  Pyro's ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``TraceGraph_ELBO``: 1 per particle;
+  :class:`~pyro_ils.TraceILS_ELBO` and :class:`~pyro_ils.TraceGraphILS_ELBO` given an
+  estimator or options (every routed site then gets a single-evaluation backward): 1
+  per particle. The default ``TraceILS_ELBO()``, whose per-site choice may run exact
+  differences, is not counted.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from pyro.util import get_rng_state, set_rng_state
 
 from pyro_ils.infer.trace_disarm_elbo import TraceDisARM_ELBO
 from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
+from pyro_ils.infer.trace_ils_elbo import TraceILS_ELBO
 from pyro_ils.infer.trace_muprop_elbo import TraceMuProp_ELBO
 from pyro_ils.infer.trace_rebar_elbo import TraceREBAR_ELBO
 from pyro_ils.infer.trace_rloo_elbo import TraceRLOO_ELBO
+from pyro_ils.infer.tracegraph_ils_elbo import TraceGraphILS_ELBO
 
 __all__ = ["evaluations_per_step"]
 
@@ -74,4 +80,6 @@ def evaluations_per_step(elbo: ELBO, model: Callable, guide: Callable, *args, **
             return per_particle * elbo.num_particles
     if type(elbo) in _PYRO_SINGLE:
         return elbo.num_particles
+    if isinstance(elbo, TraceILS_ELBO | TraceGraphILS_ELBO) and elbo.max_alternatives == 0:
+        return elbo.num_particles  # every routed site: one backward on the one draw
     raise TypeError(f"evaluations_per_step does not know the cost of {type(elbo).__name__}")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyro_ils.estimators import ReinMax
 from pyro_ils.infer import (
     TraceDisARM_ELBO,
     TraceILS_ELBO,
@@ -91,6 +92,8 @@ def test_fixed_costs_and_unknown_elbo():
         (TraceREBAR_ELBO(), 3),
         (TraceRELAX_ELBO(num_particles=2), 6),
         (Trace_ELBO(num_particles=4), 4),
+        (TraceILS_ELBO(estimator=ReinMax(1.0), num_particles=3), 3),
+        (TraceILS_ELBO(step_size=1.0, projection="euclidean"), 1),
     ]
     for elbo, expected in cases:
         assert evaluations_per_step(elbo, model, guide) == expected, type(elbo).__name__
