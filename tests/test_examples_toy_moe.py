@@ -2,6 +2,7 @@
 (examples/mixture_of_experts.py) and the shared ArviZ helper run end to end at a tiny size."""
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -132,11 +133,11 @@ def test_examples_run_on_cuda(args, tmp_path):
 
 
 def test_posterior_summary_helper(tmp_path):
-    sys.path.insert(0, EXAMPLES)
-    try:
-        from posterior_summary import summarize_posterior
-    finally:
-        sys.path.remove(EXAMPLES)
+    path = os.path.join(EXAMPLES, "posterior_summary.py")
+    spec = importlib.util.spec_from_file_location("example_posterior_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summarize_posterior = module.summarize_posterior
     gen = torch.Generator().manual_seed(0)
     samples = {
         "z": torch.randint(0, 3, (200, 4), generator=gen),
