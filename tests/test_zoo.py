@@ -143,7 +143,10 @@ def test_quick_run_writes_a_complete_record(model, tmp_path):
     assert set(result["tuning"]) == names
     members = ("exact differences", "midpoint limit", "first-order ILS")
     for run in result["runs"]:
-        assert run["estimator"] in names and run["curve"]
+        # a run that diverges before its first evaluation has no curve, and says so
+        # (rloo_matched on dp_poisson at seed 1: Pyro's own Trace_ELBO with as many
+        # particles gets a NaN Gamma rsample gradient at the same draws)
+        assert run["estimator"] in names and (run["curve"] or run["stop"] == "diverged")
         assert run["stop"] in ("converged", "max_steps", "diverged")
         if run["estimator"] == "ils_default":  # recorded: what each site got
             assert run["site_choices"] and all(
