@@ -139,12 +139,15 @@ def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar
     so that a change of the machine's load hits all alike), after one round of warm-up
     draws that are neither kept nor timed. Each ELBO keeps its own
     random stream and the state it adds to the param store (a baseline, a control
-    variate) across its draws; nothing else carries over. Returns, per name, the
-    stacked gradients and mean seconds, or the error that stopped it."""
+    variate) across its draws; nothing else carries over. A draw whose gradient has a
+    non-finite entry is counted, not kept. Returns, per name, the stacked finite
+    gradients, the mean seconds and the count of non-finite draws, or the error that
+    stopped it (fewer than two finite draws, or none of one, is one)."""
     rng = {name: get_rng_state() for name in elbos}
     extra = {name: None for name in elbos}
     draws = {name: [] for name in elbos}
     seconds = dict.fromkeys(elbos, 0.0)
+    nonfinite = dict.fromkeys(elbos, 0)
     errors = {}
     for round_ in range(num + 1):  # round 0 warms up (caches, lazy set-up): not kept
         for name, elbo in elbos.items():
@@ -156,17 +159,24 @@ def _interleaved(elbos: dict, model, guide, args, kwargs, names, num, state, bar
                 g, t = _draw(elbo, model, guide, args, kwargs, names)
             except Exception as e:  # not applicable to this model: say why
                 errors[name] = f"{type(e).__name__}: {e}"
-                bar.update(num - len(draws[name]))
+                bar.update(num - len(draws[name]) - nonfinite[name])
                 continue
             finally:
                 rng[name], extra[name] = get_rng_state(), state.added()
             if round_ > 0:
-                draws[name].append(g)
+                if bool(torch.isfinite(g).all()):
+                    draws[name].append(g)
+                else:
+                    nonfinite[name] += 1
                 seconds[name] += t
                 bar.update(1)
     state.restore()
+    for name in elbos:
+        if name not in errors and len(draws[name]) < min(2, num):
+            errors[name] = f"{nonfinite[name]} of {num} draws had a non-finite gradient"
     return {
-        name: errors.get(name) or (torch.stack(draws[name]), seconds[name] / num) for name in elbos
+        name: errors.get(name) or (torch.stack(draws[name]), seconds[name] / num, nonfinite[name])
+        for name in elbos
     }
 
 
@@ -339,11 +349,10 @@ def compare_estimators(
         )["reference"]
         if isinstance(ref_g, str):
             raise RuntimeError(f"the reference ({reference}) failed: {ref_g}")
-        ref_g = ref_g[0]
+        ref_g, _, ref_nonfinite = ref_g
         ref = ref_g.mean(0)
-        ref_var = float(((ref_g - ref) ** 2).sum(-1).sum() / max(ref_num - 1, 1)) / ref_num
-        if ref_num == 1:
-            ref_var = 0.0
+        n = len(ref_g)
+        ref_var = 0.0 if n == 1 else float(((ref_g - ref) ** 2).sum(-1).sum() / (n - 1)) / n
         if float(ref.norm()) == 0.0:
             raise ValueError("the reference gradient is zero: nothing to compare with")
         if seed is not None:
@@ -357,12 +366,14 @@ def compare_estimators(
                     EstimatorRecord(name, nan, nan, nan, nan, nan, nan, 0, error=drawn[name])
                 )
                 continue
-            g, seconds = drawn[name]
+            g, seconds, bad = drawn[name]
             stats = _stats(g, ref, ref_var)
             stats["evaluations"] = _evaluations(elbo, model, guide, args, kwargs)
             state.restore()
             records.append(
-                EstimatorRecord(name, **stats, seconds_per_step=seconds, num_draws=num_draws)
+                EstimatorRecord(
+                    name, **stats, seconds_per_step=seconds, num_draws=len(g), nonfinite_draws=bad
+                )
             )
     finally:
         bar.close()
@@ -371,6 +382,7 @@ def compare_estimators(
         records=tuple(records),
         reference=reference,
         reference_draws=ref_evals,
+        reference_nonfinite=ref_nonfinite,
         reference_error=math.sqrt(ref_var) / float(ref.norm()),
         reference_norm=float(ref.norm()),
         num_parameters=int(ref.numel()),

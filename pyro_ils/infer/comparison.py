@@ -23,12 +23,15 @@ class EstimatorRecord:
     relative_variance: float
     draw_cosine: float
     seconds_per_step: float
+    #: draws kept (those whose gradient is finite)
     num_draws: int
     #: objective evaluations per step (:func:`~pyro_ils.infer.evaluations_per_step`),
     #: ``None`` where it does not count this ELBO
     evaluations: int | None = None
     #: why the estimator could not run on this model (the numbers are then ``nan``)
     error: str | None = None
+    #: draws left out because their gradient had a non-finite entry
+    nonfinite_draws: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Comparison:
     num_parameters: int
     #: the reference gradient, by parameter name (as Pyro's param store names them)
     reference_gradient: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: reference draws left out because their gradient had a non-finite entry
+    reference_nonfinite: int = 0
 
     def __iter__(self):
         return iter(self.records)
@@ -70,6 +75,11 @@ class Comparison:
             f"reference: {self.reference} ({self.reference_draws} draw(s), standard error "
             f"{self.reference_error:.2g} of its norm {self.reference_norm:.4g}); "
             f"{self.num_parameters} parameter entries"
+            + (
+                f"; {self.reference_nonfinite} non-finite reference draws left out"
+                if self.reference_nonfinite
+                else ""
+            )
         ]
         for row in rows:
             cells = [row[0].ljust(widths[0])] + [
@@ -127,4 +137,5 @@ _COLUMNS = (
     ("draw cos", lambda r: f"{r.draw_cosine:.3f}"),
     ("ms/step", lambda r: f"{1e3 * r.seconds_per_step:.2f}"),
     ("evals", lambda r: "-" if r.evaluations is None else str(r.evaluations)),
+    ("non-finite", lambda r: str(r.nonfinite_draws)),
 )

@@ -258,3 +258,32 @@ def test_every_estimator_starts_from_the_same_random_state(fresh):
         b.relative_bias,
         b.relative_variance,
     )
+
+
+class NaNEverySecond(Trace_ELBO):
+    """REINFORCE whose every second gradient has a NaN entry."""
+
+    calls = 0
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = super().loss_and_grads(model, guide, *args, **kwargs)
+        NaNEverySecond.calls += 1
+        if NaNEverySecond.calls % 2 == 0:
+            pyro.get_param_store()._params["locs"].grad[0] = math.nan
+        return loss
+
+
+def test_nonfinite_draws_are_counted_and_left_out(fresh):
+    NaNEverySecond.calls = 0  # the warm-up draw is call 1; the kept draws are 2..7
+    result = compare_estimators(
+        model,
+        guide,
+        X,
+        estimators={"nan": NaNEverySecond()},
+        num_draws=6,
+        progress=False,
+        verbose=False,
+    )
+    r = result["nan"]
+    assert (r.nonfinite_draws, r.num_draws) == (3, 3) and math.isfinite(r.cosine)
+    assert "non-finite" in result.table()
