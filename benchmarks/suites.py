@@ -24,10 +24,21 @@ suite is used, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.cli import Suite, register
+
+
+def _call(module: str, function: str) -> Callable:
+    """``module.function``, imported when first called (so that ``--help`` stays fast)."""
+
+    def call(*args):
+        return getattr(importlib.import_module(module), function)(*args)
+
+    return call
 
 
 def _read(path: Path) -> dict:
@@ -93,74 +104,30 @@ register(
 # -- zoo ---------------------------------------------------------------------------------
 
 
-def _zoo_run(argv):
-    from benchmarks.zoo import run
-
-    run.main(argv)
-
-
-def _zoo_report():
-    from benchmarks.zoo import report
-
-    return report.write()
-
-
-def _zoo_check():
-    from benchmarks.zoo import report
-
-    return report.stale()
-
-
 register(
     Suite(
         "zoo",
         "Pyro's own models, every estimator to convergence (run zoo MODEL) -> docs/zoo/",
         "benchmarks.zoo.run",
-        _zoo_run,
-        _zoo_report,
-        _zoo_check,
+        _call("benchmarks.zoo.run", "main"),
+        _call("benchmarks.zoo.report", "write"),
+        _call("benchmarks.zoo.report", "stale"),
     )
 )
-
-
-def _zoo_gradients_run(argv):
-    from benchmarks.zoo import gradients
-
-    gradients.main(argv)
-
-
-def _zoo_gradients_report():
-    from benchmarks.zoo import gradients
-
-    return gradients.write()
-
-
-def _zoo_gradients_check():
-    from benchmarks.zoo import gradients
-
-    return gradients.stale()
-
-
 register(
     Suite(
         "zoo-gradients",
         "every estimator's gradient on every zoo model, by pyro_ils.compare_estimators "
         "-> docs/gradients.md",
         "benchmarks.zoo.gradients",
-        _zoo_gradients_run,
-        _zoo_gradients_report,
-        _zoo_gradients_check,
+        _call("benchmarks.zoo.gradients", "main"),
+        _call("benchmarks.zoo.gradients", "write"),
+        _call("benchmarks.zoo.gradients", "stale"),
     )
 )
 
 
 # -- cost ----------------------------------------------------------------------------
-
-
-def _cost_run(argv):
-    from benchmarks import step_time
-
-    return step_time.main(argv)
 
 
 def _cost_report():
@@ -169,20 +136,14 @@ def _cost_report():
     return [step_time.write_page()]
 
 
-def _cost_check():
-    from benchmarks import step_time
-
-    return step_time.stale_pages()
-
-
 register(
     Suite(
         "cost",
         "SVI step time, ILS against straight-through -> docs/performance.md",
         "benchmarks.step_time",
-        _cost_run,
+        _call("benchmarks.step_time", "main"),
         _cost_report,
-        _cost_check,
+        _call("benchmarks.step_time", "stale_pages"),
     )
 )
 
@@ -190,18 +151,12 @@ register(
 # -- Pyro's tests --------------------------------------------------------------------
 
 
-def _pyro_tests_run(argv):
-    from benchmarks import pyro_enum_tests
-
-    pyro_enum_tests.main(argv)
-
-
 register(
     Suite(
         "pyro-tests",
         "Pyro's own inference tests rebound to the plugin's ELBOs (needs --pyro PATH; JSON only)",
         "benchmarks.pyro_enum_tests",
-        _pyro_tests_run,
+        _call("benchmarks.pyro_enum_tests", "main"),
         lambda: [],
         lambda: [],
     )
