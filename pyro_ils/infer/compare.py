@@ -196,10 +196,15 @@ def _by_name(flat: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _spread(g: torch.Tensor) -> float:
+    """The draws' summed variance, ``sum_m |g_m - mean|^2 / (M - 1)`` (0 for one draw)."""
+    return float(((g - g.mean(0)) ** 2).sum() / max(len(g) - 1, 1))
+
+
 def _stats(g: torch.Tensor, ref: torch.Tensor, ref_var: float) -> dict[str, float]:
     mean = g.mean(0)
     norm2 = float(ref.dot(ref))
-    var = float(((g - mean) ** 2).sum(-1).sum() / max(len(g) - 1, 1))
+    var = _spread(g)
     cos = float(mean.dot(ref) / (mean.norm() * ref.norm()).clamp_min(1e-300))
     draw = torch.nn.functional.cosine_similarity(g, ref.expand_as(g), dim=-1, eps=1e-300)
     return {
@@ -351,8 +356,7 @@ def compare_estimators(
             raise RuntimeError(f"the reference ({reference}) failed: {ref_g}")
         ref_g, _, ref_nonfinite = ref_g
         ref = ref_g.mean(0)
-        n = len(ref_g)
-        ref_var = 0.0 if n == 1 else float(((ref_g - ref) ** 2).sum(-1).sum() / (n - 1)) / n
+        ref_var = _spread(ref_g) / len(ref_g)
         if float(ref.norm()) == 0.0:
             raise ValueError("the reference gradient is zero: nothing to compare with")
         if seed is not None:

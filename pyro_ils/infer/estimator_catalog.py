@@ -30,12 +30,17 @@ __all__ = ["RLOO_SAMPLES", "default_estimators", "matched_rloo", "reference_elbo
 RLOO_SAMPLES = 10
 
 
+def _nesting(max_plate_nesting: int | None) -> dict:
+    """The ``max_plate_nesting`` keyword, where one is given (Pyro guesses otherwise)."""
+    return {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+
+
 def default_estimators(max_plate_nesting: int | None = None) -> dict[str, ELBO]:
     """Fresh ELBO objects for every estimator, by a readable name.
 
     :param max_plate_nesting: passed to the ELBOs that enumerate alternatives.
     """
-    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    nesting = _nesting(max_plate_nesting)
     return {
         "Trace_ELBO (REINFORCE)": Trace_ELBO(**nesting),
         "TraceGraph_ELBO": TraceGraph_ELBO(**nesting),
@@ -72,7 +77,7 @@ def matched_rloo(
         return None
     if not 2 <= n <= limit:
         return None
-    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    nesting = _nesting(max_plate_nesting)
     return f"TraceRLOO_ELBO({n}) (= ILS-diff's evaluations)", TraceRLOO_ELBO(
         num_samples=n, **nesting
     )
@@ -82,5 +87,5 @@ def reference_elbos(max_plate_nesting: int | None = None) -> tuple[ELBO, ELBO]:
     """The exact reference (Pyro's ``TraceEnum_ELBO``, for a guide enumerated in
     parallel) and the unbiased one where enumeration fails (RLOO with
     :data:`RLOO_SAMPLES` samples)."""
-    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    nesting = _nesting(max_plate_nesting)
     return TraceEnum_ELBO(**nesting), TraceRLOO_ELBO(num_samples=RLOO_SAMPLES, **nesting)
