@@ -37,6 +37,7 @@ from pyro_ils.infer import (
     TraceRLOO_ELBO,
     evaluations_per_step,
 )
+from pyro_ils.infer.site_choice import DIFFERENCES
 
 from .reinmax_official import OfficialReinMaxOneHotCategorical
 
@@ -106,24 +107,46 @@ def _nesting(task) -> int:
 RLOO_CAP = 64
 
 
-def matched_samples(task) -> int:
-    """The RLOO samples matched to the exact differences' cost on ``task``:
-    ``evaluations_per_step(TraceILSDiff_ELBO(), ...)`` on one minibatch (the draw plus
-    its alternatives), capped at :data:`RLOO_CAP` (and at least 2).
+def probe_count(task, estimator: Estimator, elbo) -> int:
+    """``evaluations_per_step(elbo, ...)`` on one minibatch of ``task`` reset for
+    ``estimator``; ``TypeError`` where that ELBO's count is not known.
 
     Counted on a shallow copy of the task, reset from the current random state, which
-    is restored afterwards, and in a scope of the parameter store: the run's own
-    initialization, minibatches and draws are those of every other estimator."""
+    is restored afterwards, and in a scope of the parameter store: a run's own
+    initialization, minibatches and draws are those it would have without the count."""
     state = get_rng_state()
     try:
         with pyro.get_param_store().scope():
             probe = copy.copy(task)
-            probe.reset(ESTIMATORS["ils_diff"])
-            elbo = TraceILSDiff_ELBO(max_plate_nesting=_nesting(task))
-            n = evaluations_per_step(elbo, probe.model, probe.guide, *probe.batch())
+            probe.reset(estimator)
+            return evaluations_per_step(elbo, probe.model, probe.guide, *probe.batch())
     finally:
         set_rng_state(state)
-    return max(2, min(n, RLOO_CAP))
+
+
+def matched_samples(task) -> int:
+    """The RLOO samples matched to the exact differences' cost on ``task``:
+    ``evaluations_per_step(TraceILSDiff_ELBO(), ...)`` on one minibatch (the draw plus
+    its alternatives, :func:`probe_count`), capped at :data:`RLOO_CAP` (and at least 2)."""
+    elbo = TraceILSDiff_ELBO(max_plate_nesting=_nesting(task))
+    return max(2, min(probe_count(task, ESTIMATORS["ils_diff"], elbo), RLOO_CAP))
+
+
+def evaluations(task, estimator: Estimator, loss) -> int | None:
+    """Objective evaluations per step of ``loss`` (``estimator``'s ELBO) on ``task``,
+    for comparisons at equal evaluations; ``None`` where they are not known.
+
+    The default ``TraceILS_ELBO()`` is counted as ``TraceILSDiff_ELBO()`` where its
+    per-site choice gave every site exact differences (its gradients are then those of
+    ``TraceILSDiff_ELBO()``), and as not known otherwise."""
+    if getattr(loss, "site_choices", None):
+        if any(c.member != DIFFERENCES for c in loss.site_choices.values()):
+            return None
+        loss = TraceILSDiff_ELBO(max_plate_nesting=_nesting(task))
+    try:
+        return probe_count(task, estimator, loss)
+    except TypeError:
+        return None
 
 
 ESTIMATORS = {

@@ -7,10 +7,10 @@
 
 Per model: the tuning tables (with the edges hit), the final table at the tuned
 settings and out of the box, paired differences of the default against each peer at
-equal steps and at equal wall time (t-intervals at ``n - 1`` degrees of freedom), the
-issue's goals for the default with their verdicts, and the training curves against
-steps and against wall time. ``docs/zoo/index.md`` has the "which estimator for which
-model" table.
+equal steps, equal wall time and equal objective evaluations (t-intervals at ``n - 1``
+degrees of freedom), the declared goals with their verdicts (:mod:`.goals`), and the
+training curves against steps and against wall time. ``docs/zoo/index.md`` has the
+"which estimator for which model" table.
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from pathlib import Path
 
 from benchmarks.cli import command_now
 
+from .goals import DEFAULT, _digits, _runs, goal_lines, goals  # noqa: F401 (goals: API)
 from .record import REPO, RESULTS
 from .stats import _mean_sd, paired, t_interval
 from .temperature import grid_section
 
 DOCS = REPO / "docs" / "zoo"
 IMG = REPO / "docs" / "img"
-DEFAULT = "ils_default"
-
-
-def _runs(result, name, setting="tuned"):
-    return [r for r in result["runs"] if r["estimator"] == name and r["setting"] == setting]
 
 
 def _source_runs(result, name):
@@ -44,13 +40,6 @@ def _fmt(m, sd=None, digits=1):
     if m is None or not math.isfinite(m):
         return "–"
     return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
-
-
-def _digits(result) -> int:
-    """Decimals for the metric: 3 where it is per data point and near 0 (the mixture of
-    experts' bound), else 1."""
-    values = sorted(abs(r["final"]["elbo"]) for r in result["runs"] if "elbo" in r["final"])
-    return 3 if values and values[len(values) // 2] < 10 else 1
 
 
 def _final_table(result, names, getter, extra_keys):
@@ -87,96 +76,17 @@ def _extra_keys(result):
     return sorted(keys - {"elbo", "iw_bound", "log_px"})
 
 
-#: The models on which the default must also be at least as good as ReinMax (tuned)
-#: at equal wall time: the categorical VAEs, as the zoo issue states the target.
-REINMAX_GOAL = ("cat_vae_20x10", "cat_vae_4x8", "cat_vae_24x4")
-
-
-def goals(result) -> list[dict]:
-    """The issue's targets for the default, each with its verdict and distance."""
-    names = set(result["estimators"])
-    out = []
-    default = _runs(result, DEFAULT)
-    for peer in ("trace", "tracegraph"):
-        if peer not in names:
-            continue
-        for budget in ("steps", "seconds"):
-            m, hw, n = t_interval(paired(default, _runs(result, peer), budget))
-            out.append(
-                {
-                    "goal": f"default >= {result['estimators'][peer]['label']} at equal "
-                    f"{'steps' if budget == 'steps' else 'wall time'}",
-                    "difference": m,
-                    "half_width": hw,
-                    "n": n,
-                    "met": m >= 0,
-                }
-            )
-    if result["model"] in REINMAX_GOAL and "reinmax" in names:
-        m, hw, n = t_interval(paired(default, _runs(result, "reinmax"), "seconds"))
-        out.append(
-            {
-                "goal": f"default >= {result['estimators']['reinmax']['label']} (tuned) at "
-                "equal wall time",
-                "difference": m,
-                "half_width": hw,
-                "n": n,
-                "met": m >= 0,
-            }
-        )
-    if "enum" in names:
-        d, _, _ = _mean_sd([r["final"].get("elbo") for r in default])
-        e, _, _ = _mean_sd([r["final"].get("elbo") for r in _runs(result, "enum")])
-        gap = (e - d) / abs(e)
-        out.append(
-            {
-                "goal": "default within 1% of exact-gradient training (final ELBO)",
-                "difference": d - e,
-                "relative_gap": gap,
-                "met": gap <= 0.01,
-            }
-        )
-    return out
-
-
-def _goal_lines(result):
-    lines = []
-    diverged = sum(r["stop"] == "diverged" for r in _runs(result, DEFAULT))
-    if diverged:
-        lines.append(
-            f"* {diverged} of the default's {len(_runs(result, DEFAULT))} runs diverged "
-            "(non-finite loss); the final means below leave them out, the paired "
-            "differences read them up to their last finite point."
-        )
-    d = _digits(result)
-    for g in goals(result):
-        verdict = "**met**" if g["met"] else "**not met**"
-        if "relative_gap" in g:
-            detail = (
-                f"default − exact = {g['difference']:.{d}f} nats ({100 * g['relative_gap']:.2f}%)"
-            )
-        else:
-            low, high = g["difference"] - g["half_width"], g["difference"] + g["half_width"]
-            clear = "excludes" if low > 0 or high < 0 else "includes"
-            detail = (
-                f"paired difference {g['difference']:.{d}f} ± {g['half_width']:.{d}f} "
-                f"(95% t-interval, {g['n'] - 1} df; it {clear} 0)"
-            )
-        lines.append(f"* {g['goal']}: {verdict}; {detail}.")
-    return "\n".join(lines)
-
-
 def _paired_table(result, names):
     rows = [
-        "| default − peer | at equal steps | at equal wall time |",
-        "|---|---|---|",
+        "| default − peer | at equal steps | at equal wall time | at equal evaluations |",
+        "|---|---|---|---|",
     ]
     default, d = _runs(result, DEFAULT), _digits(result)
     for name in names:
         if name == DEFAULT:
             continue
         cells = [result["estimators"][name]["label"]]
-        for budget in ("steps", "seconds"):
+        for budget in ("steps", "seconds", "evaluations"):
             m, hw, n = t_interval(paired(default, _runs(result, name), budget))
             cells.append(f"{m:+.{d}f} ± {hw:.{d}f} (n={n})" if math.isfinite(hw) else "–")
         rows.append("| " + " | ".join(cells) + " |")
@@ -281,7 +191,7 @@ source's learning rate {p["source_lr"]:g} (temperature 1).
 
 ## Goals for the default (`TraceILS_ELBO()`)
 
-{_goal_lines(result)}
+{goal_lines(result)}
 
 ## Final values, tuned settings (mean ± sd over the reported seeds)
 

@@ -31,12 +31,21 @@ def _at(run, key, limit):
 
 
 def paired(runs_a, runs_b, budget):
-    """Per seed, ``a - b`` at equal ``budget`` ("steps" or "seconds")."""
+    """Per seed, ``a - b`` at equal ``budget``: "steps", "seconds", or "evaluations"
+    (steps times the run's ``evaluations_per_step``; pairs where either is not known
+    are left out)."""
     by_seed = {r["seed"]: r for r in runs_b}
     diffs = []
     for a in runs_a:
         b = by_seed.get(a["seed"])
         if b is None or not a["curve"] or not b["curve"]:
+            continue
+        if budget == "evaluations":  # steps times each run's evaluations per step
+            ea, eb = a.get("evaluations_per_step"), b.get("evaluations_per_step")
+            if not (ea and eb):
+                continue
+            limit = min(a["steps"] * ea, b["steps"] * eb)
+            diffs.append(_at(a, "step", limit / ea) - _at(b, "step", limit / eb))
             continue
         limit = min(a[budget], b[budget])
         key = "step" if budget == "steps" else budget

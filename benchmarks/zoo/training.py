@@ -17,7 +17,7 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from .estimators import Estimator
+from .estimators import Estimator, evaluations
 
 
 def _converged(curve: list[dict], tol: float) -> bool:
@@ -32,7 +32,8 @@ def _converged(curve: list[dict], tol: float) -> bool:
 def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> dict:
     """Train ``task`` with ``estimator`` at learning rate ``lr`` from ``seed``; return
     the curve, the final metrics, the steps, the training seconds, why it stopped and,
-    for the plugin's ELBOs, what each discrete site got (``site_choices``)."""
+    for the plugin's ELBOs, what each discrete site got (``site_choices``), and the
+    objective evaluations per step (``evaluations_per_step``, ``None`` where not known)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     task.reset(estimator)
@@ -75,6 +76,8 @@ def train(task, estimator: Estimator, lr: float, seed: int, progress=None) -> di
         "curve": curve,
         "final": final,
     }
+    # counted after the run, from a restored random state: the run is as it was without it
+    run["evaluations_per_step"] = evaluations(task, estimator, loss)
     if hasattr(loss, "num_samples"):  # RLOO's matched samples, IndeCateR's draws
         run["num_samples"] = loss.num_samples
     if hasattr(loss, "site_choices"):  # what the plugin's default gave each site
