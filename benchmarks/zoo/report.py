@@ -231,6 +231,29 @@ def _not_in(result) -> str:
     return ", ".join(ESTIMATORS[n].label for n in missing if n in ESTIMATORS) or "–"
 
 
+def _matrix(results) -> str:
+    """Every estimator (rows) on every model (columns): the mean final ELBO of its tuned
+    runs and its rank on that model (1 best); ``–`` where it was not run."""
+    names = [n for n in ESTIMATORS if any(n in r["estimators"] for r in results)]
+    finals = {}
+    for r in results:
+        elbos = {n: [x["final"].get("elbo") for x in _runs(r, n)] for n in r["estimators"]}
+        means = {n: _mean_sd(v)[0] for n, v in elbos.items()}
+        ranked = sorted((n for n in means if math.isfinite(means[n])), key=lambda n: -means[n])
+        finals[r["model"]] = {n: (means[n], ranked.index(n) + 1) for n in ranked}
+    rows = [
+        "| estimator | " + " | ".join(f"[{r['model']}]({r['model']}.md)" for r in results) + " |",
+        "|---" * (len(results) + 1) + "|",
+    ]
+    for n in names:
+        cells = [ESTIMATORS[n].label]
+        for r in results:
+            got = finals[r["model"]].get(n)
+            cells.append(f"{got[0]:.{_digits(r)}f} ({got[1]})" if got else "–")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def index(results, not_run=(), grids=()) -> str:
     rows = [
         "| model | exact referee | default − exact | best of the rest (final ELBO) |"
@@ -270,6 +293,11 @@ def index(results, not_run=(), grids=()) -> str:
         "own. *Not in this result*: estimators the model's suite runs now that were added "
         "after its result file was written (run its suite again to add them)."
         + pending
+        + "\n\n## Every estimator on every model\n\nThe final held-out ELBO of each "
+        "estimator's tuned runs (mean over the model's reported seeds; runs that diverged "
+        "left out) and, in brackets, its rank on that model (1 is best). Means over seeds, "
+        "not paired differences: the model pages give those, with their intervals.\n\n"
+        + _matrix(results)
         + chosen
         + "\n\n```{toctree}\n:maxdepth: 1\n\n"
         + "\n".join(r["model"] for r in results)
