@@ -3,7 +3,8 @@
 Each entry only dispatches to its suite's module; the modules are imported when a
 suite is used, so ``--help`` stays fast.
 
-* ``estimators``: every estimator on the benchmark's tasks (:mod:`benchmarks.estimators`,
+* ``estimators``: every estimator on the benchmark's tasks, gradient quality and cost
+  (:mod:`benchmarks.estimators`,
   page ``docs/estimators.md``);
 * ``gradients``: the gradient-quality part of that benchmark alone
   (:mod:`benchmarks.estimator_bench.gradients`); its recorded results are those of
@@ -84,7 +85,8 @@ def _gradients_run(argv):
 register(
     Suite(
         "estimators",
-        "every gradient estimator on the benchmark's tasks -> docs/estimators.md",
+        "every gradient estimator on the benchmark's tasks: gradient quality and cost "
+        "-> docs/estimators.md",
         "benchmarks.estimators",
         _estimators_run,
         _estimators_report,

@@ -7,10 +7,6 @@ explanations (why) state the mechanism of ``docs/method.md``, without numbers.
 from __future__ import annotations
 
 
-def _hp(hp):
-    return ", ".join(f"{k} {v:g}" for k, v in hp.items())
-
-
 def _v(x):
     return "n/a" if x is None else f"{x:g}"
 
