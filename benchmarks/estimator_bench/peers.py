@@ -88,28 +88,31 @@ def _register_optional():
         ("ReinMaxOneHotCategorical", "reinmax", "ReinMax (analytic KL)", REINMAX_TEMPERATURES),
     ):
         cls = _optional(cls_name)
-        if cls is None:
-            continue
-        if grid is None:
-            make, kw = (lambda fn, hp, cls=cls: cls(logits=fn.logits)), {}
-        else:
-            make = lambda fn, hp, cls=cls: cls(logits=fn.logits, temperature=hp["temperature"])  # noqa: E731
-            kw = {"grid": {"temperature": grid}, "default": {"temperature": grid[1]}}
-        register(
-            Estimator(
-                key,
-                label,
-                "straight-through",
-                lambda hp, task: TraceMeanField_ELBO(),
-                guide_dist=make,
-                note=f"pyro_ils.estimators.{cls_name} with TraceMeanField_ELBO",
-                **kw,
+        if cls is not None:
+            _straight_through(
+                key, label, cls, grid, f"pyro_ils.estimators.{cls_name} with TraceMeanField_ELBO"
             )
+
+
+def _straight_through(key, label, cls, grid, note, **kw):
+    """Register a straight-through family member: ``cls(logits=...)`` in the guide,
+    with ``temperature`` from ``grid`` (default: its middle value) where it has one."""
+    if grid is None:
+        make, extra = (lambda fn, hp: cls(logits=fn.logits, **kw)), {}
+    else:
+        make = lambda fn, hp: cls(logits=fn.logits, temperature=hp["temperature"], **kw)  # noqa: E731
+        extra = {"grid": {"temperature": grid}, "default": {"temperature": grid[1]}}
+    register(
+        Estimator(
+            key,
+            label,
+            "straight-through",
+            lambda hp, task: TraceMeanField_ELBO(),
+            guide_dist=make,
+            note=note,
+            **extra,
         )
-
-
-def _temperature_peer(fn, hp, cls, **kw):
-    return cls(logits=fn.logits, temperature=hp["temperature"], **kw)
+    )
 
 
 def _register_new_peers():
@@ -121,20 +124,9 @@ def _register_new_peers():
          "Fan et al. 2022: gapped straight-through, kappa 1.0"),
     ):  # fmt: skip
         cls = _optional(cls_name, "pyro_ils.distributions")
-        if cls is None:
-            continue
-        register(
-            Estimator(
-                key,
-                label,
-                "straight-through",
-                lambda hp, task: TraceMeanField_ELBO(),
-                guide_dist=lambda fn, hp, cls=cls, kw=kw: _temperature_peer(fn, hp, cls, **kw),
-                grid={"temperature": TEMPERATURES},
-                default={"temperature": 1.0},
-                note=f"pyro_ils.distributions.{cls_name} with TraceMeanField_ELBO; {what}",
-            )
-        )
+        if cls is not None:
+            note = f"pyro_ils.distributions.{cls_name} with TraceMeanField_ELBO; {what}"
+            _straight_through(key, label, cls, TEMPERATURES, note, **kw)
     indecater = _optional("TraceIndeCateR_ELBO", "pyro_ils.infer")
     if indecater is not None:
         register(
