@@ -3,7 +3,8 @@
 Each entry only dispatches to its suite's module; the modules are imported when a
 suite is used, so ``--help`` stays fast.
 
-* ``estimators``: every estimator on the benchmark's tasks (:mod:`benchmarks.estimators`,
+* ``estimators``: every estimator on the benchmark's tasks, gradient quality and cost
+  (:mod:`benchmarks.estimators`,
   page ``docs/estimators.md``);
 * ``gradients``: the gradient-quality part of that benchmark alone
   (:mod:`benchmarks.estimator_bench.gradients`); its recorded results are those of
@@ -17,15 +18,18 @@ suite is used, so ``--help`` stays fast.
 * ``pyro-tests``: Pyro's own inference tests rebound to the plugin's ELBOs
   (:mod:`benchmarks.pyro_enum_tests`); no page is generated from its results (the
   README quotes them);
-* ``frozen``: the retired one-off studies, whose result files are frozen
-  (``benchmarks/results/frozen/``): nothing to run; ``check`` verifies that each
-  frozen file is the one its README lists.
+* ``frozen``: the retired one-off studies and the retired parts of the estimator
+  benchmark, whose result files are frozen (``benchmarks/results/frozen/``): nothing
+  to run or report; ``check`` verifies that the README's table lists every frozen file
+  and no other, each with the SHA-256 of its content (:func:`frozen_stale`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -81,7 +85,8 @@ def _gradients_run(argv):
 register(
     Suite(
         "estimators",
-        "every gradient estimator on the benchmark's tasks -> docs/estimators.md",
+        "every gradient estimator on the benchmark's tasks: gradient quality and cost "
+        "-> docs/estimators.md",
         "benchmarks.estimators",
         _estimators_run,
         _estimators_report,
@@ -159,5 +164,46 @@ register(
         _call("benchmarks.pyro_enum_tests", "main"),
         lambda: [],
         lambda: [],
+    )
+)
+
+
+# -- frozen results --------------------------------------------------------------------
+
+FROZEN = Path(__file__).resolve().parent / "results" / "frozen"
+#: A row of the README's table: the file in backticks first, its SHA-256 last.
+_FROZEN_ROW = re.compile(r"^\| `([^`/]+\.json)` \|.*\| `([0-9a-f]{64})` \|$")
+
+
+def frozen_stale(folder: Path = FROZEN) -> list[Path]:
+    """The frozen files that are not as ``folder/README.md`` lists them: a file the
+    table does not list, a listed file that is missing, or one whose SHA-256 differs
+    from the table's."""
+    listed = {}
+    for line in (folder / "README.md").read_text().splitlines():
+        match = _FROZEN_ROW.match(line)
+        if match:
+            listed[match.group(1)] = match.group(2)
+    present = {p.name for p in folder.glob("*.json")}
+    stale = [folder / name for name in sorted(present ^ set(listed))]
+    for name in sorted(present & set(listed)):
+        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != listed[name]:
+            stale.append(folder / name)
+    return stale
+
+
+def _frozen_run(argv):
+    print("frozen: nothing to run (these results are frozen; see benchmarks/results/frozen/)")
+    return 2
+
+
+register(
+    Suite(
+        "frozen",
+        "the retired studies' frozen result files: check verifies them against their README",
+        "benchmarks.suites",
+        _frozen_run,
+        lambda: [],
+        frozen_stale,
     )
 )

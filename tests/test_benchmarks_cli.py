@@ -32,7 +32,7 @@ def _cli(*args, timeout=120):
 def test_help_lists_every_suite():
     proc = _cli("--help")
     assert proc.returncode == 0, proc.stderr
-    for name in ("estimators", "gradients", "zoo", "cost", "pyro-tests"):
+    for name in ("estimators", "gradients", "zoo", "cost", "pyro-tests", "frozen"):
         assert name in cli.SUITES
         assert f"  {name} " in proc.stdout, name
 
@@ -51,6 +51,23 @@ def test_check_fails_on_a_stale_page(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(cli.SUITES, "stale", stale)
     assert cli.main(["check", "stale"]) == 1
     assert "stale: " in capsys.readouterr().err
+
+
+def test_frozen_check_fails_on_an_unlisted_or_changed_file(tmp_path):
+    import shutil
+
+    for path in suites.FROZEN.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    assert suites.frozen_stale(tmp_path) == []
+    assert "estimators_2026-12.json" in (tmp_path / "README.md").read_text()
+    (tmp_path / "extra.json").write_text("{}")
+    assert suites.frozen_stale(tmp_path) == [tmp_path / "extra.json"]
+    (tmp_path / "extra.json").unlink()
+    changed = tmp_path / "estimators_2026-12.json"
+    changed.write_text(changed.read_text() + " ")
+    assert suites.frozen_stale(tmp_path) == [changed]
+    changed.unlink()
+    assert suites.frozen_stale(tmp_path) == [changed]
 
 
 def test_run_dispatches_to_the_suite_with_its_options(tmp_path):
@@ -78,8 +95,8 @@ def test_recorded_commands_are_quoted_as_run_today():
     )
     assert now("python -m benchmarks run zoo moe") == "python -m benchmarks run zoo moe"
     assert now("python benchmarks/estimators.pyx") == "python benchmarks/estimators.pyx"
-    noted = "python benchmarks/estimators.py --no-docs (then merged)"
-    assert now(noted) == "python -m benchmarks run estimators --no-docs (then merged)"
+    noted = "python benchmarks/estimators.py --no-docs (then reported)"
+    assert now(noted) == "python -m benchmarks run estimators --no-docs (then reported)"
 
 
 # -- the task models are the examples' ---------------------------------------------

@@ -4,10 +4,15 @@ one idea per module.
 * :mod:`.common`: settings of a run, seeding, the environment record (shared with
   ``benchmarks/step_time.py``), JSON helpers;
 * :mod:`.models`: the tasks' model code (from the examples, kept here);
-* :mod:`.registry`: every gradient estimator as one :class:`~.registry.Estimator` entry;
+* :mod:`.registry`: every gradient estimator as one :class:`~.registry.Estimator` entry
+  (Pyro's own and the ILS family); :mod:`.peers`: those of the package's other modules;
+  :mod:`.drawing`: how an entry's sites are drawn (:func:`~.drawing.prepare`);
 * :mod:`.tasks`: the problems (proposal toy, mixture of experts, digits VAEs, polynomial);
 * :mod:`.gradients`: gradient quality against the exact gradient;
-* :mod:`.training`: tuning and multi-seed training runs;
 * :mod:`.cost`: time per step and peak memory against K and the number of sites;
-* :mod:`.report`: the markdown page and the plots.
+* :mod:`.report`, :mod:`.summary`, :mod:`.reading`, :mod:`.plots`: the markdown page,
+  the numbers its reading quotes, the reading, the plots.
+
+Two parts only: training comparisons are made in the zoo (:mod:`benchmarks.zoo`),
+under the review protocol.
 """

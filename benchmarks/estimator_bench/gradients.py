@@ -16,6 +16,9 @@ differentiated by autograd, independent of Pyro's ELBOs):
 * ``mse_best_scale``: ``1 - <E g, g*>^2 / (|g*|^2 E|g|^2)``, the relative mean squared
   error of one draw after the best rescaling (0 exact, 1 no better than zero).
 
+Every estimator that has a grid of its own (temperatures, step sizes) is measured
+at every value of it (:func:`configs`), the others at their default.
+
 Stateful estimators (baselines, learned control variates, online tuning) are first
 warmed up with ``warmup`` SVI steps whose updates of the task's own parameters are
 undone, so that only their own state moves.
@@ -106,8 +109,9 @@ def stats(grads: torch.Tensor, exact: torch.Tensor) -> dict:
 
 
 def configs(est) -> list[dict]:
-    """ILS: every step size of its grid; the others: their default."""
-    if est.family == "ILS" and est.hyper:
+    """Every estimator with a grid at every value of it (temperatures, step sizes,
+    ``eta``), whatever its family; one without a grid at its default."""
+    if est.hyper:
         return [{est.hyper: v} for v in est.grid[est.hyper]]
     return [dict(est.default)]
 

@@ -2,8 +2,9 @@
 benchmark does not import ``examples/``.
 
 Each piece is the one of the example named below, as that example had it when the
-benchmark's recorded results (``benchmarks/results/estimators.json``) were run; the
-examples stay the user-facing programs and may change on their own.
+benchmark's first recorded results (now frozen:
+``benchmarks/results/frozen/estimators_2026-12.json``) were run; the examples stay
+the user-facing programs and may change on their own.
 
 * the ILS proposal's toy (``examples/toy_kl.py``): :data:`EPS`,
   :func:`onehot_objective`, :func:`kl_true_pi`, :func:`expected_objective`;

@@ -1,12 +1,10 @@
 """The plots of the estimator benchmark's page (``docs/img/estimators_*.png``), from
-the JSON of a run: training curves against steps, wall time and evaluations, gradient
-quality, cost, and the proposal's toy grid. Matplotlib is imported when a plot is
+the JSON of a run: gradient quality and cost. Matplotlib is imported when a plot is
 drawn."""
 
 from __future__ import annotations
 
-from .common import mean_sd
-from .summary import _hp, _primary
+from .summary import _hp
 
 FAMILY_COLORS = {
     "exact": "black",
@@ -44,103 +42,6 @@ def _styles(results) -> dict:
         fam_index[fam] = fam_index.get(fam, -1) + 1
         styles[key] = _style(results, key, fam_index[fam])
     return styles
-
-
-def _curves(entry, x, y):
-    runs = [r for r in entry["runs"] if not r["failed"]]
-    if not runs:
-        return None
-    n = min(len(r["curve"]) for r in runs)
-    xs = [sum(r["curve"][i][x] for r in runs) / len(runs) for i in range(n)]
-    ys = [[r["curve"][i].get(y) for r in runs] for i in range(n)]
-    m = [mean_sd(v)[0] for v in ys]
-    lo = [min((u for u in v if u is not None), default=None) for v in ys]
-    hi = [max((u for u in v if u is not None), default=None) for v in ys]
-    return xs, m, lo, hi
-
-
-def plot_training(results, x, path, xlabel, logx=False):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import textwrap
-
-    import matplotlib.pyplot as plt
-
-    tasks = list(results["training"])
-    ncol = 3
-    nrow = (len(tasks) + 1 + ncol - 1) // ncol
-    fig, grid = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.4 * nrow), squeeze=False)
-    cells = [ax for row in grid for ax in row]
-    axes = cells[: len(tasks)]
-    for ax in cells[len(tasks) :]:
-        ax.axis("off")
-    handles = {}
-    styles = _styles(results)
-    for ax, task in zip(axes, tasks, strict=True):
-        primary, hib = _primary(results, task)
-        for key, entry in results["training"][task].items():
-            c = _curves(entry, x, primary)
-            if c is None:
-                continue
-            xs, m, lo, hi = c
-            if logx:
-                xs, m, lo, hi = xs[1:], m[1:], lo[1:], hi[1:]
-            keep = [i for i, v in enumerate(m) if v is not None and lo[i] is not None]
-            xs, m, lo, hi = ([a[i] for i in keep] for a in (xs, m, lo, hi))
-            st = styles[key]
-            (h,) = ax.plot(xs, m, **st, label=results["estimators"][key]["label"])
-            ax.fill_between(xs, lo, hi, color=st["color"], alpha=0.08)
-            handles[results["estimators"][key]["label"]] = h
-        if primary == "objective":
-            ax.set_yscale("log")
-        title = f"{task}: {results['tasks'][task]['title']}"
-        ax.set_title("\n".join(textwrap.wrap(title, 55)), fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(_ylabel(results, task))
-        if logx:
-            ax.set_xscale("log")
-        ax.grid(alpha=0.3, which="both")
-        if hib:
-            ys = [
-                v
-                for key, e in results["training"][task].items()
-                for r in e["runs"]
-                if not r["failed"]
-                for v in [r["curve"][-1].get(primary)]
-                if v is not None
-            ]
-            if ys:
-                top = max(ys)
-                ax.set_ylim(top - 3 * max(1e-3, top - sorted(ys)[len(ys) // 4]) - 0.5, top + 0.2)
-    legend_ax = cells[len(tasks)] if len(cells) > len(tasks) else None
-    if legend_ax is not None:
-        # One column while it fits the cell, two beyond (the ILS variants made it long).
-        ncol = 1 if len(handles) <= 18 else 2
-        legend_ax.legend(
-            list(handles.values()), list(handles), loc="center", fontsize=8 - ncol, ncol=ncol
-        )
-    else:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8)
-    fig.suptitle(
-        "Training: mean over seeds (lines), min-max over seeds (bands); colour = family\n"
-        "(black exact, orange score function, brown control variates, green relaxations, "
-        "purple straight-through, blue ILS)",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def _ylabel(results, task):
-    name = task.split("_")[0]
-    return {
-        "toy": "E[f(z)] exact (log scale; lower is better)",
-        "poly": "E[(z-t)^2] - min (log scale; lower is better)",
-        "moe": "exact bound per point (higher is better)",
-        "vae": "ELBO per image, train subset (higher is better)",
-    }[name]
 
 
 def plot_gradients(results, path):
@@ -227,67 +128,3 @@ def plot_cost(results, path):
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def plot_proposal(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    toy = results["tasks"]["toy"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    cmaps = {
-        "ils_euclidean": plt.cm.Blues,
-        "ils_normalize": plt.cm.Greens,
-        "ils_reference": plt.cm.Purples,
-        "gumbel_kl": plt.cm.Reds,
-        "gumbel_density": plt.cm.Oranges,
-    }
-    for row in results["proposal"]:
-        hp = row["hp"]
-        v = hp.get("step_size", hp.get("temperature"))
-        vals = sorted(
-            {
-                r["hp"].get("step_size", r["hp"].get("temperature"))
-                for r in results["proposal"]
-                if r["estimator"] == row["estimator"]
-            }
-        )
-        shade = 0.45 + 0.5 * vals.index(v) / max(1, len(vals) - 1)
-        label = f"{row['label']} " + _hp(hp, lr=False)
-        st = {"color": cmaps[row["estimator"]](shade), "lw": 1.5}
-        for ax, metric in zip(axes, ("kl_true_pi", "objective", "sampled_loss"), strict=True):
-            c = _curves(row, "step", metric)
-            if c is None:
-                continue
-            xs, m, _, _ = c
-            pts = [(a, b) for a, b in zip(xs, m, strict=True) if a > 0 and b is not None and b > 0]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **st)
-    axes[0].set_ylabel("KL(true || pi), summed over the 5 categoricals")
-    axes[0].set_title("What the proposal plots: KL(true || pi)")
-    axes[1].axhline(toy["optimum"], color="k", ls=":", label="minimum: point mass on the mode")
-    axes[1].axhline(toy["objective_at_pi_true"], color="k", ls="--", label="value at pi = true")
-    axes[1].set_ylabel("E over exact draws of -sum(true * log(z + 1e-8))")
-    axes[1].set_title("What is minimized (exact expectation)")
-    axes[2].set_ylabel("f on each estimator's own draws (mean over the interval)")
-    axes[2].set_title("Sampled objective (relaxed draws for Gumbel-Softmax)")
-    from matplotlib.ticker import NullFormatter
-
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        if ax is not axes[1]:
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("Adam step")
-        ax.grid(alpha=0.3, which="both")
-    h, lab = axes[1].get_legend_handles_labels()
-    fig.legend(h, lab, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.suptitle("The proposal's toy, its own settings (mean over seeds)")
-    fig.tight_layout(rect=(0, 0.15, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-__all__ = ["plot_cost", "plot_gradients", "plot_proposal", "plot_training"]

@@ -6,7 +6,7 @@ use the one-hot values in matrix products, so that every estimator applies:
 
 * ``guide_dist(fn, hp)``: the distribution that replaces each latent
   ``OneHotCategorical`` guide site (``None``: keep it), installed by
-  :class:`SiteSwap`, a small poutine messenger;
+  :class:`~.drawing.SiteSwap`, a small poutine messenger (:mod:`.drawing`);
 * ``model_dist(fn, hp)``: the same for the model's latent sites (only the relaxed
   density path, whose prior is the relaxed prior);
 * ``elbo(hp, task)``: the ELBO;
@@ -14,12 +14,14 @@ use the one-hot values in matrix products, so that every estimator applies:
   added to each guide site);
 * ``evals``: objective evaluations per step (RLOO with S samples: S), or a function
   of the task (ILS-diff: one plus the alternatives it evaluates);
-* ``grid``: the estimator's own hyper-parameter and its values (tuned together
-  with the learning rate, see :mod:`.training`); ``default`` is used for the
-  gradient-quality measurement.
+* ``grid``: the estimator's own hyper-parameter and its values (the gradient part
+  measures every value, :func:`.gradients.configs`); ``default`` is the value the
+  cost part uses.
 
-A new estimator is one :func:`register` call. Estimators that other modules of the
-package provide (``pyro_ils.estimators``) are registered only when they import.
+A new estimator is one :func:`register` call. This module registers Pyro's own
+estimators and the ILS family; :mod:`.peers` registers those that other modules of
+the package provide (``pyro_ils.estimators``, ``pyro_ils.distributions``,
+``pyro_ils.infer``), each only when it imports.
 """
 
 from __future__ import annotations
@@ -27,24 +29,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyro
-import pyro.distributions as dist
-import torch
-import torch.nn as nn
-from pyro.infer import (
-    Trace_ELBO,
-    TraceEnum_ELBO,
-    TraceGraph_ELBO,
-    TraceMeanField_ELBO,
-    config_enumerate,
-)
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 
 from pyro_ils import TraceILS_ELBO, TraceILSCV_ELBO, TraceILSDiff_ELBO
 
-#: The learning rates every estimator is tuned over.
-LR_GRID = (0.003, 0.01, 0.03)
+from .drawing import (  # noqa: F401  (prepare, SiteSwap: this module's interface)
+    GumbelSoftmaxOneHot,
+    SiteSwap,
+    _gumbel_softmax_kl,
+    _relaxed,
+    _st_gumbel_pyro,
+    prepare,
+)
+
 TEMPERATURES = (0.5, 1.0, 2.0)
 REINMAX_TEMPERATURES = (1.0, 1.3, 2.0)
 ILS_STEPS = (0.1, 1.0, 10.0)
@@ -91,120 +88,6 @@ MISSING: dict[str, str] = {}
 def register(est: Estimator) -> Estimator:
     REGISTRY[est.key] = est
     return est
-
-
-# -- drawing the guide's sites ------------------------------------------------------
-
-
-class SiteSwap(Messenger):
-    """Replace the ``OneHotCategorical`` of every latent sample site, add ``infer`` keys.
-
-    ``make(fn)`` returns the new distribution (or ``None`` to keep ``fn``);
-    ``infer`` is merged into the site's ``infer`` dict (a callable gets the site's
-    message). Observed, conditioned and subsample sites are left alone.
-    """
-
-    def __init__(self, make=None, infer=None):
-        super().__init__()
-        self.make, self.infer = make, infer
-
-    def _pyro_sample(self, msg):
-        if msg["is_observed"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
-            return
-        if self.make is not None and type(msg["fn"]) is dist.OneHotCategorical:
-            new = self.make(msg["fn"])
-            if new is not None:
-                msg["fn"] = new
-        if self.infer is not None:
-            msg["infer"].update(self.infer(msg) if callable(self.infer) else self.infer)
-
-
-class GumbelSoftmaxOneHot(dist.OneHotCategorical):
-    """Gumbel-Softmax with a relaxed forward and the discrete KL.
-
-    ``rsample`` returns the relaxed (Concrete) draw; the class is a
-    ``OneHotCategorical``, so ``TraceMeanField_ELBO`` takes ``KL(q || p)`` of the
-    categorical analytically instead of a ratio of relaxed densities.
-    """
-
-    has_rsample = True
-
-    def __init__(self, temperature, logits, validate_args=False):
-        super().__init__(logits=logits, validate_args=validate_args)
-        self.temperature = temperature
-
-    def expand(self, batch_shape, _instance=None):
-        new = GumbelSoftmaxOneHot(self.temperature, self.logits.expand(*batch_shape, -1))
-        return new
-
-    def rsample(self, sample_shape=torch.Size()):
-        relaxed = dist.RelaxedOneHotCategorical(
-            torch.as_tensor(self.temperature, dtype=self.logits.dtype, device=self.logits.device),
-            logits=self.logits,
-            validate_args=False,
-        )
-        return relaxed.rsample(sample_shape)
-
-
-def _temp(fn, hp):
-    return torch.tensor(float(hp["temperature"]), dtype=fn.logits.dtype, device=fn.logits.device)
-
-
-def _relaxed(fn, hp):
-    return dist.RelaxedOneHotCategorical(_temp(fn, hp), logits=fn.logits, validate_args=False)
-
-
-def _st_gumbel_pyro(fn, hp):
-    return dist.RelaxedOneHotCategoricalStraightThrough(
-        _temp(fn, hp), logits=fn.logits, validate_args=False
-    )
-
-
-def _gumbel_softmax_kl(fn, hp):
-    return GumbelSoftmaxOneHot(float(hp["temperature"]), fn.logits)
-
-
-class NVILBaseline(nn.Module):
-    """A learned, input-dependent baseline (Mnih & Gregor 2014): one hidden layer."""
-
-    def __init__(self, dim, hidden=32):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-
-    def forward(self, x):
-        return self.net(x).squeeze(-1)
-
-
-def prepare(est: Estimator, task, hp: dict):
-    """``(model, guide, elbo)`` of estimator ``est`` with hyper-parameters ``hp`` on ``task``."""
-    model, guide = task.model, task.guide
-    if est.model_dist is not None:
-        model = SiteSwap(lambda fn: est.model_dist(fn, hp))(model)
-    make = None if est.guide_dist is None else (lambda fn: est.guide_dist(fn, hp))
-    if est.site_infer == "enumerate":
-        guide = config_enumerate(guide, "parallel")
-    elif est.site_infer == "avg_baseline":
-        guide = SiteSwap(make, {"baseline": {"use_decaying_avg_baseline": True}})(guide)
-        make = None
-    elif est.site_infer == "nvil":
-        guide = _nvil_guide(task, guide, make)
-        make = None
-    if make is not None:
-        guide = SiteSwap(make)(guide)
-    return model, guide, est.elbo(hp, task)
-
-
-def _nvil_guide(task, guide, make):
-    net = NVILBaseline(task.baseline_dim).to(task.device)
-
-    def nvil_guide(*args, **kwargs):
-        pyro.module("nvil_baseline", net)
-        context = task.baseline_input(*args, **kwargs)
-        options = {"baseline": {"nn_baseline": net, "nn_baseline_input": context}}
-        with SiteSwap(make, options):
-            return guide(*args, **kwargs)
-
-    return nvil_guide
 
 
 # -- the entries --------------------------------------------------------------------
@@ -410,101 +293,6 @@ register(
 )
 
 
-# -- estimators provided by pyro_ils.estimators (written alongside this benchmark) ----
-
-
-def _optional(name):
-    try:
-        import pyro_ils.estimators as mod
-    except Exception as error:  # noqa: BLE001 - any import failure means "not available"
-        MISSING[name] = f"pyro_ils.estimators does not import ({type(error).__name__})"
-        return None
-    obj = getattr(mod, name, None)
-    if obj is None:
-        MISSING[name] = "not in pyro_ils.estimators"
-    return obj
-
-
-def _register_optional():
-    rloo = _optional("TraceRLOO_ELBO")
-    if rloo is not None:
-        for s in (2, 4):
-            register(
-                Estimator(
-                    f"rloo{s}",
-                    f"RLOO (S={s})",
-                    "score function",
-                    lambda hp, task, s=s: rloo(num_samples=s),
-                    evals=s,
-                    note=f"leave-one-out REINFORCE over {s} samples",
-                )
-            )
-    muprop = _optional("TraceMuProp_ELBO")
-    if muprop is not None:
-        register(
-            Estimator(
-                "muprop",
-                "MuProp",
-                "control variate",
-                lambda hp, task: muprop(),
-                evals=2,
-                note="first-order Taylor control variate around the mean-field point",
-            )
-        )
-    rebar = _optional("TraceREBAR_ELBO")
-    if rebar is not None:
-        register(
-            Estimator(
-                "rebar",
-                "REBAR",
-                "control variate",
-                lambda hp, task: rebar(temperature=0.5, eta=1.0, tune=True),
-                evals=3,
-                stateful=True,
-                note="temperature and eta tuned online (tune=True)",
-            )
-        )
-    relax = _optional("TraceRELAX_ELBO")
-    if relax is not None:
-        register(
-            Estimator(
-                "relax",
-                "RELAX",
-                "control variate",
-                lambda hp, task: relax(control_variate=None, temperature=0.5),
-                evals=3,
-                stateful=True,
-                note="default control variate, trained online to minimize variance",
-            )
-        )
-    for cls_name, key, label, grid in (
-        ("STOneHotCategorical", "st", "Straight-through (analytic KL)", None),
-        ("STGumbelOneHotCategorical", "st_gumbel_kl", "ST-Gumbel (analytic KL)", TEMPERATURES),
-        ("ReinMaxOneHotCategorical", "reinmax", "ReinMax (analytic KL)", REINMAX_TEMPERATURES),
-    ):
-        cls = _optional(cls_name)
-        if cls is None:
-            continue
-        if grid is None:
-            make, kw = (lambda fn, hp, cls=cls: cls(logits=fn.logits)), {}
-        else:
-            make = lambda fn, hp, cls=cls: cls(logits=fn.logits, temperature=hp["temperature"])  # noqa: E731
-            kw = {"grid": {"temperature": grid}, "default": {"temperature": grid[1]}}
-        register(
-            Estimator(
-                key,
-                label,
-                "straight-through",
-                lambda hp, task: TraceMeanField_ELBO(),
-                guide_dist=make,
-                note=f"pyro_ils.estimators.{cls_name} with TraceMeanField_ELBO",
-                **kw,
-            )
-        )
-
-
-_register_optional()
-
 #: Display order (families together).
 ORDER = (
     "exact",
@@ -513,6 +301,8 @@ ORDER = (
     "nvil",
     "rloo2",
     "rloo4",
+    "rloo_matched",
+    "indecater",
     "muprop",
     "rebar",
     "relax",
@@ -522,6 +312,8 @@ ORDER = (
     "st_gumbel_kl",
     "st",
     "reinmax",
+    "gumbel_rao",
+    "gst",
     "ils_euclidean",
     "ils_normalize",
     "ils_reference",
@@ -543,3 +335,8 @@ def estimators(keys=None) -> list[Estimator]:
             raise ValueError(f"unknown estimators {unknown}; have {order}")
         order = [k for k in order if k in keys]
     return [REGISTRY[k] for k in order]
+
+
+# The estimators of the package's other modules (after ``register`` and the grids above,
+# which they use).
+from . import peers  # noqa: E402,F401

@@ -13,8 +13,8 @@ import math
 
 from benchmarks.cli import command_now
 
-from .common import DOCS, IMG, machine_line, mean_sd, rel
-from .summary import _cell, _evals_cell, _fmt, _hp, _primary, summarize, training_table_rows
+from .common import DOCS, IMG, machine_line, rel
+from .summary import _cell, _evals_cell, _fmt, _hp, summarize
 
 PAGE = DOCS / "estimators.md"
 
@@ -44,25 +44,6 @@ def _loads(values) -> str:
     return ", ".join(f"{x:.2f}" for x in values or [])
 
 
-def _supplements_table(results) -> str:
-    """The later runs merged into the JSON: one row each."""
-    head = ["parts", "estimators", "command (as run today)", "minutes", "started",
-            "load average at the start"]  # fmt: skip
-    cells = []
-    for sup in results["supplements"]:
-        every = set(sup["estimators"]) >= set(results["estimators"])
-        env = sup["environment"]
-        cells.append([
-            ", ".join(sup["parts"]),
-            "all estimators" if every else ", ".join(sup["estimators"]),
-            f"`{command_now(sup['command'])}`",
-            f"{sup['seconds'] / 60:.0f}",
-            env["started"],
-            _loads(env["loadavg_start"]),
-        ])  # fmt: skip
-    return _table(head, cells, "lllrll")
-
-
 def _estimators_table(results) -> str:
     """Every estimator: family, evaluations per step, own grid, how it is built."""
     cells = []
@@ -74,24 +55,6 @@ def _estimators_table(results) -> str:
         evals = _evals_cell(e["evals_per_step"]) if key != "exact" else "K^sites"
         cells.append([e["label"], e["family"], evals, grid or "-", _cell(e["note"] + where)])
     return _table(["estimator", "family", "evals / step", "own grid", "how"], cells, "llrll")
-
-
-def _task_table(results, task):
-    rows = training_table_rows(results, task)
-    primary, hib = _primary(results, task)
-    extra = sorted({k for r in rows for k in r["metrics"]} - {primary})
-    head = ["estimator", "family", "tuned config", primary + (" ↑" if hib else " ↓")] + extra
-    head += ["ms / step", "evals / step", "failed runs"]
-    cells = []
-    for r in rows:
-        row = [r["label"], r["family"], _hp(r["best"])]
-        for name in [primary] + extra:
-            m, sd = r["metrics"].get(name, (None, None))
-            d = 3 if abs(m or 0) < 10 else 2
-            row.append("n/a" if m is None else f"{_fmt(m, d)} ± {_fmt(sd, d)}")
-        row += [_fmt(r["ms_per_step"], 1), str(r["evals"]), f"{r['failed']}/{r['seeds']}"]
-        cells.append(row)
-    return _table(head, cells, "lll" + "r" * (len(head) - 3))
 
 
 def _gradient_table(results, task, point):
@@ -132,33 +95,6 @@ def _cost_table(results, sweep):
     return _table(head, cells, "l" + "r" * (len(head) - 1))
 
 
-def _proposal_table(results):
-    head = ["estimator", "setting", "KL(true ‖ pi)", "E[f] exact", "f on own draws, last interval"]
-    cells = []
-    for row in results["proposal"]:
-        last = [r["curve"][-1] for r in row["runs"] if not r["failed"]]
-        out = [row["label"], _hp(row["hp"])]
-        for metric in ("kl_true_pi", "objective", "sampled_loss"):
-            m, sd = mean_sd([c.get(metric) for c in last])
-            out.append(f"{_fmt(m, 3)} ± {_fmt(sd, 3)}")
-        cells.append(out)
-    return _table(head, cells, "llrrr")
-
-
-def _tuning_table(results, task):
-    head = ["estimator", "configurations tried (final primary metric, tuning seed)", "chosen"]
-    cells = []
-    for key, entry in results["training"][task].items():
-        tried = "; ".join(
-            f"{_hp(t['hp'])}: " + ("failed" if t["score"] is None else _fmt(list(t.values())[2], 3))
-            for t in entry["tuning"]
-        )
-        cells.append(
-            [results["estimators"][key]["label"], tried or "not tuned", _hp(entry["best"])]
-        )
-    return _table(head, cells, "lll")
-
-
 def reading(results, summary) -> str:
     """The written reading; every number comes from ``summary`` (stored in the JSON)."""
     from .reading import text
@@ -166,33 +102,13 @@ def reading(results, summary) -> str:
     return text(results, summary)
 
 
-#: The plots of each part: (part, name, x key, x label, log x); training has three.
-PLOTS = {
-    "training": [
-        ("steps", "step", "SVI step", False),
-        ("walltime", "seconds", "training wall time (s, evaluation excluded)", False),
-        ("evals", "evals", "objective evaluations (steps x cost per step; log)", True),
-    ],
-    "gradients": [("gradients",)],
-    "cost": [("cost",)],
-    "proposal": [("proposal",)],
-}
-_IMG_NAME = {
-    "gradients": "estimators_gradients.png",
-    "cost": "estimators_cost.png",
-    "proposal": "estimators_proposal_toy.png",
-}
+#: The plot of each part.
+_IMG_NAME = {"gradients": "estimators_gradients.png", "cost": "estimators_cost.png"}
 
 
 def images(results) -> dict:
-    """``{plot name: path}`` of the plots the parts in ``results`` have."""
-    imgs = {}
-    for part, plots in PLOTS.items():
-        if part in results:
-            for plot in plots:
-                name = plot[0]
-                imgs[name] = IMG / _IMG_NAME.get(name, f"estimators_training_{name}.png")
-    return imgs
+    """``{part: path}`` of the plots the parts in ``results`` have."""
+    return {part: IMG / name for part, name in _IMG_NAME.items() if part in results}
 
 
 def render(results, json_path) -> str:
@@ -205,53 +121,61 @@ def write(results, json_path):
     summary = summarize(results)
     results["summary"] = summary
     json_path.write_text(json.dumps(results, indent=1))
-    from .plots import plot_cost, plot_gradients, plot_proposal, plot_training
+    from .plots import plot_cost, plot_gradients
 
     imgs = images(results)
-    for name, x, xl, logx in PLOTS["training"] if "training" in results else ():
-        plot_training(results, x, imgs[name], xl, logx)
-    drawers = {"gradients": plot_gradients, "cost": plot_cost, "proposal": plot_proposal}
-    for name, draw in drawers.items():
-        if name in imgs:
-            draw(results, imgs[name])
+    drawers = {"gradients": plot_gradients, "cost": plot_cost}
+    for name, path in imgs.items():
+        drawers[name](results, path)
     PAGE.write_text(page(results, summary, json_path, imgs))
     return [json_path, *imgs.values(), PAGE]
 
 
+#: Why the suite makes no training comparison (the page says it once).
+ZOO_NOTE = (
+    "**Training comparisons are not made here.** They are in the [zoo](zoo/index.md) "
+    "(`python -m benchmarks run zoo MODEL`), which covers the same mixture-of-experts and "
+    "categorical-VAE models under the review protocol: the same learning-rate grid for "
+    "every estimator and a temperature grid for the peers, both widened at a best edge, "
+    "tuning seeds apart from the reported seeds, and runs trained to convergence. The "
+    "short, coarsely tuned training and proposal runs this page once had did not meet "
+    "that protocol and were retired (their results are frozen in "
+    "`benchmarks/results/frozen/estimators_2026-12.json`).\n\n"
+)
+
+
 def page(results, summary, json_path, imgs) -> str:
     s, env = results["settings"], results["environment"]
-    ts, gs, cs, ps = s["training"], s["gradients"], s["cost"], s["proposal"]
-    later = sum(x["seconds"] for x in results.get("supplements", []))
-    main_minutes = (results["seconds"] - later) / 60
+    gs, cs = s["gradients"], s["cost"]
     out = [
-        "# Estimator benchmark: ILS against the alternatives\n\n",
+        "# Estimator benchmark: gradient quality and cost\n\n",
         f"<!-- Generated by benchmarks/estimators.py from {rel(json_path)}; "
         "do not edit by hand. -->\n\n",
+    ]
+    if results.get("quick"):
+        out.append(
+            "**These are quick-size (smoke) results, not a benchmark:** this page was "
+            "generated from a `--quick` run (few draws, two trajectory points, a small cost "
+            "sweep), which checks that every estimator runs. Do not quote its numbers; the "
+            "full run (`python -m benchmarks run estimators`, at a clean commit) replaces "
+            "it.\n\n"
+        )
+    out += [
         f"*Generated by `benchmarks/estimators.py` from `{rel(json_path)}`; every number on this "
         "page comes from that file. Regenerate with `python -m benchmarks run estimators` "
-        "(the run times are below) or rewrite the page from the JSON with "
-        "`python -m benchmarks report estimators`.*\n\n",
+        "or rewrite the page from the JSON with `python -m benchmarks report estimators`.*\n\n",
+        ZOO_NOTE,
         f"**Machine:** {machine_line(env)}\n\n",
-        f"**Run:** {env['started']}, {main_minutes:.0f} min (main run); load average "
+        f"**Run:** {env['started']} at `{env.get('git_revision')}`, "
+        f"{results['seconds'] / 60:.0f} min; load average "
         f"{_loads(env['loadavg_start'])} at the start and "
         f"{_loads(env['loadavg_end'])} at the end on "
-        f"{env['cpu_count']} logical CPUs (other jobs shared the machine: wall times are "
-        "inflated and noisy: read ratios, not absolute times). Pyro validation off.\n\n",
+        f"{env['cpu_count']} logical CPUs (other jobs may share the machine: read time "
+        "ratios, not absolute times). Pyro validation off.\n\n",
     ]
-    sups = results.get("supplements", [])
-    if sups:
-        out.append(
-            "**Later runs, merged into the same JSON** (same settings; `merge()` of "
-            "`benchmarks/estimators.py`, which `--merge-into` applies; a later part "
-            "replaces the same part of an earlier run): estimators that became available "
-            "after the main run had started, a re-run of the proposal grid, and a re-run "
-            "of the cost sweep with every estimator in one process (so that step times are "
-            "comparable):\n\n"
-        )
-        out.append(_supplements_table(results) + "\n")
     if results.get("missing_estimators"):
         out.append(
-            "**Not measured** (not available in `pyro_ils.estimators` when this ran): "
+            "**Not measured** (their module did not provide them when this ran): "
             + ", ".join(f"`{k}` ({v})" for k, v in results["missing_estimators"].items())
             + ".\n\n"
         )
@@ -260,82 +184,42 @@ def page(results, summary, json_path, imgs) -> str:
     out.append("<!-- /reading -->\n\n")
     out.append(
         "## Estimators\n\n"
-        "Each is one entry of `benchmarks/estimator_bench/registry.py`: how the guide's "
-        "`OneHotCategorical` sites are drawn (a messenger swaps the site's distribution), "
-        "which ELBO differentiates the result, objective evaluations per step, and its own "
-        "hyper-parameter grid. The tasks' guides use plain `OneHotCategorical` sites and "
-        "their models use the one-hot values in matrix products, so every estimator runs "
-        "on every task. *Pyro path* rows are what a Pyro user gets by swapping the guide's "
-        "distribution and keeping `Trace_ELBO` (relaxed densities in the ELBO); *analytic KL* "
-        "rows are the same estimators at their best, with `TraceMeanField_ELBO` taking "
-        "`KL(q || p)` of the categoricals exactly. ILS rows: `euclidean` and `normalize` "
-        "are the proposal's step from the sampled vertex with the two maps onto the "
-        "simplex; `reference` is the original code's incorrect gradient (toy and "
-        "polynomial only, for comparison); `mirror` and `mirror_rms`, where present, take "
+        "Each is one entry of `benchmarks/estimator_bench/registry.py` or `peers.py`: how "
+        "the guide's `OneHotCategorical` sites are drawn (a messenger swaps the site's "
+        "distribution), which ELBO differentiates the result, objective evaluations per "
+        "step, and its own hyper-parameter grid. The tasks' guides use plain "
+        "`OneHotCategorical` sites and their models use the one-hot values in matrix "
+        "products, so every estimator runs on every task. *Pyro path* rows are what a Pyro "
+        "user gets by swapping the guide's distribution and keeping `Trace_ELBO` (relaxed "
+        "densities in the ELBO); *analytic KL* rows are the same estimators with "
+        "`TraceMeanField_ELBO` taking `KL(q || p)` of the categoricals exactly. ILS rows: "
+        "`euclidean` and `normalize` are the proposal's step from the sampled vertex with "
+        "the two maps onto the simplex; `reference` is the original code's incorrect "
+        "gradient (toy and polynomial only, for comparison); `mirror` and `mirror_rms` take "
         "the step from `pi` with the entropic map (the mean-start variants of "
         "`docs/method.md`; `mirror_rms` scales `g` by its spread under `pi`). *ILS-diff* "
         "rows (`TraceILSDiff_ELBO`) replace `g` by the exact differences `L(k) - L(z)` over "
-        "every alternative of each draw, at one evaluation per alternative.\n\n"
+        "every alternative of each draw, at one evaluation per alternative; IndeCateR and "
+        "the matched RLOO are counted at the same number of evaluations per step.\n\n"
     )
     out.append(_estimators_table(results))
-    out.append(
-        "\nEvery estimator's learning rate is tuned over "
-        f"{{{', '.join(f'{x:g}' for x in results['lr_grid'])}}} "
-        "(Adam), together with its own grid: coordinate search on one tuning seed "
-        f"(seed {ts['tune_seed']}) with shorter runs, first its own values at the middle "
-        "learning rate, then the other learning rates at the best value; the best "
-        f"configuration (final primary metric on training data) then runs on seeds "
-        f'{", ".join(map(str, ts["seeds"]))}. ILS uses `guide_log_prob="analytic"` '
-        "(the model's prior is the guide's own distribution in `toy`, `moe` and `poly`, "
-        "and uniform in the VAEs, so the KL is exact).\n\n"
-    )
-    out.append("## Tasks\n\n")
-    head = ["task", "problem", "training steps", "tuning steps"]
-    cells = [
-        [f"`{name}`", t["title"], str(ts["steps"].get(name)), str(ts["tune_steps"].get(name))]
-        for name, t in results["tasks"].items()
-    ]
-    out.append(_table(head, cells, "llrr"))
+    out.append("\n## Tasks\n\n")
+    cells = [[f"`{name}`", t["title"]] for name, t in results["tasks"].items()]
+    out.append(_table(["task", "problem"], cells, "ll"))
     out.append(
         "\n`toy`: the proposal's objective `f(z) = -sum(true * log(z + 1e-8))` with "
-        "`examples/toy_kl.py`'s `true` and initialization; the primary metric is the exact "
+        "`examples/toy_kl.py`'s `true` and initialization; its metric is the exact "
         "`E[f]` (its minimum, a point mass on each mode, is "
         f"{_fmt(results['tasks']['toy']['optimum'], 2)}; at `pi = true` it is "
         f"{_fmt(results['tasks']['toy']['objective_at_pi_true'], 2)}). `poly`: excess of the "
         "exact `E[(z - t)^2]` over its minimum. `moe`: `examples/mixture_of_experts.py`'s "
         "data, gate and experts with a one-hot expert choice; exact bound per point "
         f"(the true model scores about {_fmt(results['tasks']['moe']['true_model_bound'], 3)}). "
-        "VAEs: `examples/categorical_vae.py`'s split and networks (one-hot latents, "
-        "decoder `sum_l z_l @ W_l`); `vae_small` reports the exact ELBO by enumeration "
-        "(curve: a fixed subset of training images; final: all training images and the "
-        "held-out images), `vae_large` a sampled ELBO; both report the held-out "
+        "`vae_small`: `examples/categorical_vae.py`'s split and networks (one-hot latents, "
+        "decoder `sum_l z_l @ W_l`), the exact ELBO by enumeration and the held-out "
         "importance-sampled bound `log mean_s p(x, z_s) / q(z_s | x)` "
         f"({s['tasks']['vae_small'].get('is_samples')} samples).\n\n"
     )
-    if "training" in results:
-        out.append("## Training\n\n")
-        for name in ("steps", "walltime", "evals"):
-            out.append(f"![training against {name}](img/{imgs[name].name})\n\n")
-        out.append(
-            "The last plot puts estimators at equal objective evaluations: RLOO with S "
-            "samples costs S per step, MuProp 2, REBAR and RELAX 3, exact enumeration the "
-            "number of joint values its tensors hold.\n\n"
-        )
-        for task in results["training"]:
-            out.append(f"### {task}: {results['tasks'][task]['title']}\n\n")
-            out.append(
-                f"Mean ± sd over {len(ts['seeds'])} seeds after {ts['steps'][task]} steps, "
-                "sorted by the primary metric (↑ higher is better, ↓ lower). `ms / step` is "
-                "the training wall time under the machine's load at the time"
-                + (
-                    " (the estimators added by a later run ran partly alongside the main "
-                    "run, so compare step times in the cost section, not here)"
-                    if results.get("supplements")
-                    else ""
-                )
-                + ".\n\n"
-            )
-            out.append(_task_table(results, task) + "\n")
     if "gradients" in results:
         out.append(
             "## Gradient quality\n\n"
@@ -351,29 +235,16 @@ def page(results, summary, json_path, imgs) -> str:
             "`‖g*‖²`; `‖mean‖ / sqrt(tr Var)`; MSE* `= 1 - <E g, g*>² / (‖g*‖² E‖g‖²)`, "
             "the error of one draw after the best rescaling (0 exact, 1 useless), which "
             "ignores the overall scale that a learning rate absorbs. Stateful estimators are "
-            f"warmed up for {gs['warmup']} steps first (task parameters restored). ILS is "
-            "shown at every step size of its grid, the others at their default.\n\n"
+            f"warmed up for {gs['warmup']} steps first (task parameters restored). Every "
+            "estimator that has a grid of its own is shown at every value of it (step "
+            "sizes for ILS, temperatures for Gumbel-Softmax, ST-Gumbel, ReinMax, Gumbel-Rao "
+            "and GST, `eta` for ILS-CV), the others once.\n\n"
         )
         for task, g in results["gradients"].items():
             for point, p in g["points"].items():
                 m = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in p["metrics"].items())
                 out.append(f"### {task}, step {p['step']} ({m})\n\n")
                 out.append(_gradient_table(results, task, point) + "\n")
-    if "proposal" in results:
-        out.append(
-            "## The proposal's toy, its own settings\n\n"
-            f"![proposal toy](img/{imgs['proposal'].name})\n\n"
-            f"ILS step sizes {', '.join(f'{c:g}' for c in ps['step_sizes'])} with each projection "
-            "against Gumbel-Softmax temperatures "
-            f"{', '.join(f'{c:g}' for c in ps['temperatures'])} "
-            f"(relaxed forward; the KL term is zero here), Adam lr {ps['lr']}, {ps['steps']} "
-            "steps, "
-            f"seeds {', '.join(map(str, ps['seeds']))}; no tuning. `KL(true ‖ pi)` is what the "
-            "proposal plotted; the objective it minimizes is `E[f]`, whose minimum is a point "
-            "mass on the mode of `true`, not `pi = true` (see `docs/method.md`). Final values, "
-            "mean ± sd over seeds:\n\n"
-        )
-        out.append(_proposal_table(results) + "\n")
     if "cost" in results:
         out.append(
             "## Cost\n\n"
@@ -390,10 +261,6 @@ def page(results, summary, json_path, imgs) -> str:
         )
         for sweep in ("K", "L"):
             out.append(_cost_table(results, sweep) + "\n")
-    if "training" in results:
-        out.append("## Tuning\n\nThe tuning seed's runs (shorter than the final runs).\n\n")
-        for task in results["training"]:
-            out.append(f"### {task}\n\n" + _tuning_table(results, task) + "\n")
     out.append(
         "## Reproduce\n\n```bash\n"
         + "".join(f"{cmd:<46}# {what}\n" for cmd, what in REPRODUCE)
