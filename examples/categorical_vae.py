@@ -47,7 +47,6 @@ import argparse
 import itertools
 import json
 import os
-import sys
 import time
 
 import pyro
@@ -55,15 +54,15 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# posterior_summary and run_info are helpers in this folder (a script's folder is on sys.path)
+from posterior_summary import summarize_posterior
 from pyro.infer import SVI, Predictive, TraceGraph_ELBO, TraceMeanField_ELBO
+from run_info import run_info
 from tqdm import tqdm
 
 from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
 from pyro_ils.estimators import ReinMaxCategorical
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posterior_summary import summarize_posterior  # noqa: E402
-from run_info import run_info  # noqa: E402
 
 
 def load_binarized_digits(device, dtype=torch.float32, seed=0):

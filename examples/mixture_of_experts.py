@@ -116,23 +116,22 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
+
+# posterior_summary and run_info are helpers in this folder (a script's folder is on sys.path)
+from posterior_summary import summarize_posterior
 from pyro.infer import SVI, Predictive, TraceEnum_ELBO, TraceGraph_ELBO
+from run_info import run_info
 from torch.distributions import constraints
 from tqdm import tqdm
 
 import pyro_ils
 from pyro_ils import TraceILS_ELBO, TraceILSDiff_ELBO
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posterior_summary import summarize_posterior  # noqa: E402
-from run_info import run_info  # noqa: E402
 
 # The four regions (quadrants, indexed 2 * [x1 > 0] + [x2 > 0]) and their lines.
 TRUE_W = torch.tensor([[1.5, -1.0], [-2.0, 0.5], [0.5, 2.0], [-1.0, -1.5]])

@@ -86,7 +86,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import pyro
@@ -94,6 +93,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# posterior_summary and run_info are helpers in this folder (a script's folder is on sys.path)
+from posterior_summary import summarize_posterior
 from pyro.infer import (
     SVI,
     Predictive,
@@ -102,14 +104,11 @@ from pyro.infer import (
     TraceGraph_ELBO,
     config_enumerate,
 )
+from run_info import run_info
 from tqdm import tqdm
 
 import pyro_ils
 from pyro_ils import TraceILS_ELBO
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posterior_summary import summarize_posterior  # noqa: E402
-from run_info import run_info  # noqa: E402
 
 NUM_CLASSES = 10
 ESTIMATORS = ("ils", "enum", "ils_analytic", "reinforce", "labels_only")

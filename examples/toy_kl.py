@@ -94,17 +94,16 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import torch
+
+# posterior_summary and run_info are helpers in this folder (a script's folder is on sys.path)
+from posterior_summary import summarize_posterior
+from run_info import run_info
 from tqdm import tqdm
 
 import pyro_ils
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from posterior_summary import summarize_posterior  # noqa: E402
-from run_info import run_info  # noqa: E402
 
 EPS = 1e-8
 OPT_NAME = {"adam": "Adam", "sgd": "SGD"}

@@ -83,15 +83,18 @@ def test_zoo_model(name):
     _check(result)
 
 
-def _example(name):
+def _example(name, monkeypatch):
+    """Load ``examples/NAME.py`` as a module, with ``examples/`` on ``sys.path`` for this
+    test only (run as a script, an example finds its helpers there)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_example_categorical_vae():
-    ex = _example("categorical_vae")
+def test_example_categorical_vae(monkeypatch):
+    ex = _example("categorical_vae", monkeypatch)
     vae = ex.CategoricalVAE()
     x = (torch.rand(16, 64) > 0.5).float()
     result = compare_estimators(
@@ -101,8 +104,8 @@ def test_example_categorical_vae():
     _check(result)
 
 
-def test_example_mixture_of_experts():
-    ex = _example("mixture_of_experts")
+def test_example_mixture_of_experts(monkeypatch):
+    ex = _example("mixture_of_experts", monkeypatch)
     moe = ex.MixtureOfExperts()
     x, y = ex.make_data(64, 0.1, 0, torch.device("cpu"))
     result = compare_estimators(
@@ -112,8 +115,8 @@ def test_example_mixture_of_experts():
     _check(result)
 
 
-def test_example_semi_supervised_vae():
-    ex = _example("semi_supervised_vae")
+def test_example_semi_supervised_vae(monkeypatch):
+    ex = _example("semi_supervised_vae", monkeypatch)
     m2 = ex.M2(z_dim=4, hidden=16)
     x = (torch.rand(24, 64) > 0.5).float()
     result = compare_estimators(
@@ -131,8 +134,8 @@ def test_example_semi_supervised_vae():
     _check(result)
 
 
-def test_example_compare_estimators():
-    out = _example("compare_estimators").main(
+def test_example_compare_estimators(monkeypatch):
+    out = _example("compare_estimators", monkeypatch).main(
         ["--num-draws", "2", "--num-steps", "2", "--no-progress"]
     )
     assert list(out) == ["initial parameters", "after 2 steps"]
