@@ -26,6 +26,7 @@ from benchmarks.cli import command_now
 from .estimators import ESTIMATORS
 from .goals import DEFAULT, _digits, _runs, goal_lines, goals  # noqa: F401 (goals: API)
 from .record import REPO, RESULTS
+from .run import TASKS
 from .stats import _mean_sd, paired, t_interval
 from .temperature import grid_section
 
@@ -221,11 +222,18 @@ seconds), from their curves.
 """
 
 
+def _final_means(result) -> dict[str, float]:
+    """Each estimator's mean final ELBO over its tuned runs (``nan`` where none is
+    finite)."""
+    return {
+        n: _mean_sd([x["final"].get("elbo") for x in _runs(result, n)])[0]
+        for n in result["estimators"]
+    }
+
+
 def _not_in(result) -> str:
     """The estimators the model's task lists now that its result file does not have
     (added after it ran): ``–`` where there are none."""
-    from .run import TASKS
-
     task = TASKS.get(result["model"])
     missing = [n for n in getattr(task, "estimators", ()) if n not in result["estimators"]]
     return ", ".join(ESTIMATORS[n].label for n in missing if n in ESTIMATORS) or "–"
@@ -237,8 +245,7 @@ def _matrix(results) -> str:
     names = [n for n in ESTIMATORS if any(n in r["estimators"] for r in results)]
     finals = {}
     for r in results:
-        elbos = {n: [x["final"].get("elbo") for x in _runs(r, n)] for n in r["estimators"]}
-        means = {n: _mean_sd(v)[0] for n, v in elbos.items()}
+        means = _final_means(r)
         ranked = sorted((n for n in means if math.isfinite(means[n])), key=lambda n: -means[n])
         finals[r["model"]] = {n: (means[n], ranked.index(n) + 1) for n in ranked}
     rows = [
@@ -261,9 +268,7 @@ def index(results, not_run=(), grids=()) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        finals = {
-            n: _mean_sd([x["final"].get("elbo") for x in _runs(r, n)])[0] for n in r["estimators"]
-        }
+        finals = _final_means(r)
         best = max((n for n in finals if n != DEFAULT), key=lambda n: finals[n])
         gs = goals(r)
         met = sum(g["met"] for g in gs)
