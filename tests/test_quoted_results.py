@@ -6,12 +6,14 @@ must appear in a page generated from a result file
 (``docs/zoo/*.md``, ``docs/gradients.md``, ``docs/estimators.md``,
 ``docs/performance.md``, each checked against its result file by
 ``python -m benchmarks check``) or in a result file that no page renders (Pyro's own
-test suites, ``benchmarks/results/pyro_*.json``). A number typed by hand, or left
-behind when a result changed, fails here.
+test suites, ``benchmarks/results/pyro_*.json``), and every ``m ± s`` must appear
+there as that pair. A number typed by hand, or left behind when a result changed,
+fails here.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -40,6 +42,11 @@ SETTINGS = {"784", "512", "256", "5000", "60000", "200", "250"}
 MEASURED = re.compile(r"(?<![\w.`/#-])[-+]?(?:\d+\.\d+|\d{3,})(?![\w.]*\w)")
 
 
+#: A mean with its spread or interval half-width, ``m ± s``: quoted as a pair, so that
+#: each half must come with the other (a typo that matches another number alone fails).
+PAIR = re.compile(r"(?<![\w.])[-+]?(\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)(?![\w.]*\w)")
+
+
 def _read(path: str) -> str:
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         return f.read()
@@ -63,12 +70,25 @@ def _section(page: str, heading: str | None) -> str:
     return text[start : start + len(heading) + (end.start() if end else len(rest))]
 
 
+def _pairs(text: str) -> set[tuple[str, str]]:
+    return set(PAIR.findall(re.sub(r"\s+", " ", text)))  # a pair may span a line break
+
+
+@functools.cache
+def _source_texts() -> tuple[str, ...]:
+    paths = [p for pattern in SOURCES for p in glob.glob(os.path.join(ROOT, pattern))]
+    return tuple(_read(os.path.relpath(p, ROOT)) for p in sorted(paths))
+
+
 def _sources() -> set[str]:
-    found: set[str] = set()
-    for pattern in SOURCES:
-        for path in glob.glob(os.path.join(ROOT, pattern)):
-            found |= _numbers(_read(os.path.relpath(path, ROOT)))
-    return found
+    return set().union(*(_numbers(t) for t in _source_texts()))
+
+
+def test_the_pair_pattern():
+    assert _pairs("+19.9 ± 6.6 nats, -0.042 ± 0.213, 1 ± 2x") == {
+        ("19.9", "6.6"),
+        ("0.042", "0.213"),
+    }
 
 
 def test_the_number_pattern():
@@ -86,3 +106,5 @@ def test_quoted_numbers_are_in_generated_pages(page, heading):
     assert not missing, (
         f"{page}: numbers that no generated results page or result file contains: {missing}"
     )
+    unpaired = sorted(_pairs(_section(page, heading)) - set().union(*map(_pairs, _source_texts())))
+    assert not unpaired, f"{page}: 'm ± s' pairs that no generated page quotes together: {unpaired}"

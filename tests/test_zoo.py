@@ -49,6 +49,12 @@ def test_paired_differences_read_both_runs_at_the_smaller_budget():
     b["curve"][2]["seconds"] = 3.0
     assert report.paired([a], [b], "steps") == [2 - 0]
     assert report.paired([a], [b], "seconds") == [2 - 0]
+    # equal evaluations: 2 a step against 1 a step, so 150 evaluations are a's step 75
+    # (its step-50 point) and b's step 150
+    a["evaluations_per_step"], b["evaluations_per_step"] = 2, 1
+    assert report.paired([a], [b], "evaluations") == [1 - 5]
+    del b["evaluations_per_step"]  # not known: the pair is left out
+    assert report.paired([a], [b], "evaluations") == []
 
 
 def _run(name, seed, values):
@@ -154,6 +160,18 @@ def test_quick_run_writes_a_complete_record(model, tmp_path):
             )
         if run["estimator"] in ("trace", "tracegraph", "enum"):
             assert "site_choices" not in run
+        # evaluations per step: one for the score function, S for RLOO, the draw plus
+        # its alternatives for the default where every site got exact differences
+        if run["estimator"] in ("trace", "tracegraph"):
+            assert run["evaluations_per_step"] == 1
+        if run["estimator"] == "rloo_matched":
+            assert run["evaluations_per_step"] == run["num_samples"]
+        if run["estimator"] == "ils_default" and run["stop"] != "diverged":
+            exact = all(c.startswith(members[0]) for c in run["site_choices"].values())
+            if exact:
+                assert run["evaluations_per_step"] >= 2
+            else:
+                assert run["evaluations_per_step"] is None
     tuned = {(r["estimator"], r["seed"]) for r in result["runs"] if r["setting"] == "tuned"}
     assert tuned == {(n, s) for n in names for s in result["seeds"]["reported"]}
 
