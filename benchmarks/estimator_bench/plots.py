@@ -119,12 +119,17 @@ def plot_cost(results, path):
             ax.set_xlabel(xlab)
             ax.set_ylabel(ylab)
             ax.grid(alpha=0.3, which="both")
+    # the legend below the panels, in as many rows as it needs (about 30 estimators)
+    ncol = 4
+    rows = -(-len(handles) // ncol)
+    legend_in = 0.2 * rows + 0.2
+    fig.set_size_inches(13, 9 + legend_in)
     fig.legend(
-        list(handles.values()), list(handles), loc="lower center", ncol=6, fontsize=8,
+        list(handles.values()), list(handles), loc="lower center", ncol=ncol, fontsize=8,
         frameon=False,
     )  # fmt: skip
     batch = results["settings"]["cost"]["batch_size"]
     fig.suptitle(f"Cost per step on {results['cost']['device']}, batch {batch}")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.tight_layout(rect=(0, legend_in / (9 + legend_in), 1, 0.96))
     fig.savefig(path, dpi=80)
     plt.close(fig)
