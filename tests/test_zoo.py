@@ -161,17 +161,14 @@ def test_quick_run_writes_a_complete_record(model, tmp_path):
         if run["estimator"] in ("trace", "tracegraph", "enum"):
             assert "site_choices" not in run
         # evaluations per step: one for the score function, S for RLOO, the draw plus
-        # its alternatives for the default where every site got exact differences
+        # the alternatives of the sites where the default runs exact differences
         if run["estimator"] in ("trace", "tracegraph"):
             assert run["evaluations_per_step"] == 1
         if run["estimator"] == "rloo_matched":
             assert run["evaluations_per_step"] == run["num_samples"]
         if run["estimator"] == "ils_default" and run["stop"] != "diverged":
-            exact = all(c.startswith(members[0]) for c in run["site_choices"].values())
-            if exact:
-                assert run["evaluations_per_step"] >= 2
-            else:
-                assert run["evaluations_per_step"] is None
+            exact = any(c.startswith(members[0]) for c in run["site_choices"].values())
+            assert run["evaluations_per_step"] >= (2 if exact else 1)
     tuned = {(r["estimator"], r["seed"]) for r in result["runs"] if r["setting"] == "tuned"}
     assert tuned == {(n, s) for n in names for s in result["seeds"]["reported"]}
 

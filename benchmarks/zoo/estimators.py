@@ -37,7 +37,6 @@ from pyro_ils.infer import (
     TraceRLOO_ELBO,
     evaluations_per_step,
 )
-from pyro_ils.infer.site_choice import DIFFERENCES
 
 from .reinmax_official import OfficialReinMaxOneHotCategorical
 
@@ -134,15 +133,9 @@ def matched_samples(task) -> int:
 
 def evaluations(task, estimator: Estimator, loss) -> int | None:
     """Objective evaluations per step of ``loss`` (``estimator``'s ELBO) on ``task``,
-    for comparisons at equal evaluations; ``None`` where they are not known.
-
-    The default ``TraceILS_ELBO()`` is counted as ``TraceILSDiff_ELBO()`` where its
-    per-site choice gave every site exact differences (its gradients are then those of
-    ``TraceILSDiff_ELBO()``), and as not known otherwise."""
-    if getattr(loss, "site_choices", None):
-        if any(c.member != DIFFERENCES for c in loss.site_choices.values()):
-            return None
-        loss = TraceILSDiff_ELBO(max_plate_nesting=_nesting(task))
+    for comparisons at equal evaluations (:func:`probe_count`); ``None`` where they are
+    not known. The default ``TraceILS_ELBO()`` counts the draw plus the alternatives of
+    the sites its per-site choice gave exact differences."""
     try:
         return probe_count(task, estimator, loss)
     except TypeError:

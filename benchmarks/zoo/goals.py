@@ -26,10 +26,17 @@ REINMAX_GOAL = ("cat_vae_20x10", "cat_vae_4x8", "cat_vae_24x4")
 
 
 #: The peers the exact-difference member meets at equal objective evaluations (where the
-#: default gave every site exact differences, so that its evaluations are counted):
+#: default gave every site exact differences, :func:`exact_everywhere`):
 #: IndeCateR, the estimator of its own family, and RLOO with as many samples as it
 #: evaluates.
 EQUAL_EVALUATIONS_PEERS = ("indecater", "rloo_matched")
+
+
+def exact_everywhere(run) -> bool:
+    """Whether the default's per-site choice gave every site of ``run`` exact
+    differences (its gradients are then those of ``TraceILSDiff_ELBO()``)."""
+    choices = run.get("site_choices") or {}
+    return bool(choices) and all(c.startswith("exact differences") for c in choices.values())
 
 
 def goals(result) -> list[dict]:
@@ -66,7 +73,7 @@ def goals(result) -> list[dict]:
         )
     for peer in EQUAL_EVALUATIONS_PEERS:
         counted = [r for r in default if r.get("evaluations_per_step")]
-        if peer not in names or not counted:
+        if peer not in names or not counted or not all(map(exact_everywhere, default)):
             continue
         m, hw, n = t_interval(paired(default, _runs(result, peer), "evaluations"))
         out.append(

@@ -167,6 +167,12 @@ class DefaultChoiceELBO(TraceILSDiff_ELBO):
             return traces
         raise RuntimeError("TraceILS_ELBO: the site choices did not settle")  # pragma: no cover
 
+    def choose(self, model, guide, *args, **kwargs) -> None:
+        """Make the per-site choice of the sites not chosen yet, as a step would: one
+        draw, its alternatives run without gradients, no parameter changed."""
+        with torch.no_grad():
+            self._get_trace(model, guide, args, kwargs)
+
     def _attach_targets(self, model, guide, args, kwargs, model_trace, guide_trace):
         new = [n for n in self._chooser.candidates if n not in self.site_choices]
         if new:

@@ -26,8 +26,15 @@ passes, the mean-field check's extra guide run and learned networks are not coun
   Pyro's ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``TraceGraph_ELBO``: 1 per particle;
   :class:`~pyro_ils.TraceILS_ELBO` and :class:`~pyro_ils.TraceGraphILS_ELBO` given an
   estimator or options (every routed site then gets a single-evaluation backward): 1
-  per particle. The default ``TraceILS_ELBO()``, whose per-site choice may run exact
-  differences, is not counted.
+  per particle.
+* The default ``TraceILS_ELBO()`` (and ``TraceGraphILS_ELBO()``): per particle, the draw
+  plus the rows of the sites its per-site choice
+  (:mod:`pyro_ils.infer.site_choice`) gave exact differences, :math:`1 + \sum_{i \in
+  D} M_i`; the sites at the midpoint limit add nothing. Where the choice has not been
+  made yet (no step taken), it is made first, on a draw whose alternatives are run
+  without gradients (Pyro's random state restored), as the first step would make it.
+  Where the ELBO keeps the midpoint limit on every site (score-function or enumerated
+  sites, see :func:`~pyro_ils.infer.site_choice.blocking_sites`): 1 per particle.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from collections.abc import Callable
 from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.util import get_rng_state, set_rng_state
 
+from pyro_ils.infer.default_choice_elbo import DefaultChoiceELBO
 from pyro_ils.infer.trace_disarm_elbo import TraceDisARM_ELBO
 from pyro_ils.infer.trace_ils_diff_elbo import TraceILSDiff_ELBO
 from pyro_ils.infer.trace_ils_elbo import TraceILS_ELBO
@@ -63,9 +71,14 @@ def evaluations_per_step(elbo: ELBO, model: Callable, guide: Callable, *args, **
     ``model`` and ``guide`` (called with ``args`` and ``kwargs``); see the module
     docstring for what is counted, per ELBO. ``TypeError`` for an ELBO it does not know.
 
-    For :class:`~pyro_ils.TraceILSDiff_ELBO` the model and guide are traced (one draw per
-    particle, Pyro's random state restored afterwards); for the others the count follows
-    from the ELBO's options alone."""
+    For :class:`~pyro_ils.TraceILSDiff_ELBO` and the default ILS ELBOs the model and
+    guide are traced (one draw per particle, Pyro's random state restored afterwards);
+    for the others the count follows from the ELBO's options alone."""
+    if isinstance(elbo, TraceILS_ELBO | TraceGraphILS_ELBO) and elbo.max_alternatives > 0:
+        inner = _default_elbo(elbo, model, guide, args, kwargs)
+        if inner is None:  # the midpoint limit on every site
+            return elbo.num_particles
+        elbo = inner
     if isinstance(elbo, TraceILSDiff_ELBO):
         state = get_rng_state()
         try:
@@ -83,3 +96,17 @@ def evaluations_per_step(elbo: ELBO, model: Callable, guide: Callable, *args, **
     if isinstance(elbo, TraceILS_ELBO | TraceGraphILS_ELBO) and elbo.max_alternatives == 0:
         return elbo.num_particles  # every routed site: one backward on the one draw
     raise TypeError(f"evaluations_per_step does not know the cost of {type(elbo).__name__}")
+
+
+def _default_elbo(elbo, model, guide, args, kwargs) -> DefaultChoiceELBO | None:
+    """The ELBO that runs the default ``elbo``'s per-site choice on ``model`` and
+    ``guide``, with that choice made (``None`` where every site keeps the midpoint
+    limit). Pyro's random state is restored."""
+    state = get_rng_state()
+    try:
+        inner = elbo._delegate(model, guide, args, kwargs)
+        if inner is not None:
+            inner.choose(model, guide, *args, **kwargs)
+        return inner
+    finally:
+        set_rng_state(state)

@@ -4,11 +4,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_ils.estimators import ReinMax
 from pyro_ils.infer import (
     TraceDisARM_ELBO,
+    TraceGraphILS_ELBO,
     TraceILS_ELBO,
     TraceILSDiff_ELBO,
     TraceIndeCateR_ELBO,
@@ -18,6 +19,7 @@ from pyro_ils.infer import (
     TraceRLOO_ELBO,
     evaluations_per_step,
 )
+from pyro_ils.infer.site_choice import DIFFERENCES
 
 pytestmark = pytest.mark.usefixtures("clean_param_store")
 
@@ -94,11 +96,69 @@ def test_fixed_costs_and_unknown_elbo():
         (Trace_ELBO(num_particles=4), 4),
         (TraceILS_ELBO(estimator=ReinMax(1.0), num_particles=3), 3),
         (TraceILS_ELBO(step_size=1.0, projection="euclidean"), 1),
+        (TraceILS_ELBO(max_alternatives=0, num_particles=2), 2),
     ]
     for elbo, expected in cases:
         assert evaluations_per_step(elbo, model, guide) == expected, type(elbo).__name__
-    with pytest.raises(TypeError, match="TraceILS_ELBO"):
-        evaluations_per_step(TraceILS_ELBO(), model, guide)
+    with pytest.raises(TypeError, match="TraceEnum_ELBO"):
+        evaluations_per_step(TraceEnum_ELBO(), model, guide)
+
+
+@pytest.mark.parametrize(
+    "max_alternatives, rows_per_draw",
+    [
+        (20, PER_DRAW - 1),  # every site within the budget: exact differences everywhere
+        (5, 3 + 4 + 4),  # zc (6 rows) gets the midpoint limit and adds no row
+        (3, 3),  # only z (3 rows) keeps exact differences
+    ],
+)
+@pytest.mark.parametrize("num_particles", [1, 2])
+def test_default_counts_the_sites_its_choice_gave_differences(
+    max_alternatives, rows_per_draw, num_particles
+):
+    rows = []
+    model, guide = make_problem(rows)
+    elbo = TraceILS_ELBO(
+        max_alternatives=max_alternatives, max_plate_nesting=1, num_particles=num_particles
+    )
+    pyro.set_rng_seed(0)
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    count = evaluations_per_step(elbo, model, guide)  # before any step: chosen first
+    assert count == num_particles * (1 + rows_per_draw)
+    after = dict(pyro.get_param_store().items())
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing changed
+    assert all(p.grad is None for p in after.values())  # and no gradient left behind
+    rows.clear()
+    elbo.loss_and_grads(model, guide)  # the step runs that many rows per particle
+    assert sum(rows) == num_particles * rows_per_draw
+    assert evaluations_per_step(elbo, model, guide) == count  # the same once chosen
+
+
+def test_default_choice_count_restores_the_random_state():
+    model, guide = make_problem([])
+    pyro.set_rng_seed(2)
+    evaluations_per_step(TraceILS_ELBO(max_alternatives=5, max_plate_nesting=1), model, guide)
+    after = torch.rand(3)
+    pyro.set_rng_seed(2)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_default_kept_at_the_midpoint_limit_counts_one():
+    """TraceGraphILS_ELBO() with a site left to the score function keeps the midpoint
+    limit on every routed site: one evaluation per particle."""
+
+    def model():
+        pyro.sample("z", dist.Categorical(torch.ones(3) / 3))
+        pyro.sample("s", dist.Poisson(2.0))
+
+    def guide():
+        pyro.sample("z", dist.Categorical(logits=pyro.param("qz", torch.zeros(3))))
+        pyro.sample("s", dist.Poisson(pyro.param("rate", torch.tensor(2.0))))
+
+    elbo = TraceGraphILS_ELBO(num_particles=3)
+    assert evaluations_per_step(elbo, model, guide) == 3
+    assert set(elbo.site_choices) == {"z"}
+    assert elbo.site_choices["z"].member != DIFFERENCES
 
 
 def test_matched_rloo_runs():
