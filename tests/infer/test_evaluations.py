@@ -76,10 +76,17 @@ def test_exact_difference_count_by_hand_and_as_run(cls, num_particles):
     assert rows == [PER_DRAW - 1] * num_particles
 
 
-def test_random_state_is_restored():
+@pytest.mark.parametrize(
+    "make_elbo",
+    [
+        lambda: TraceILSDiff_ELBO(max_plate_nesting=1, num_particles=2),
+        lambda: TraceILS_ELBO(max_alternatives=5, max_plate_nesting=1),  # chooses first
+    ],
+)
+def test_random_state_is_restored(make_elbo):
     model, guide = make_problem([])
     pyro.set_rng_seed(1)
-    evaluations_per_step(TraceILSDiff_ELBO(max_plate_nesting=1, num_particles=2), model, guide)
+    evaluations_per_step(make_elbo(), model, guide)
     after = torch.rand(3)
     pyro.set_rng_seed(1)
     assert torch.equal(after, torch.rand(3))
@@ -132,15 +139,6 @@ def test_default_counts_the_sites_its_choice_gave_differences(
     elbo.loss_and_grads(model, guide)  # the step runs that many rows per particle
     assert sum(rows) == num_particles * rows_per_draw
     assert evaluations_per_step(elbo, model, guide) == count  # the same once chosen
-
-
-def test_default_choice_count_restores_the_random_state():
-    model, guide = make_problem([])
-    pyro.set_rng_seed(2)
-    evaluations_per_step(TraceILS_ELBO(max_alternatives=5, max_plate_nesting=1), model, guide)
-    after = torch.rand(3)
-    pyro.set_rng_seed(2)
-    assert torch.equal(after, torch.rand(3))
 
 
 def test_default_kept_at_the_midpoint_limit_counts_one():
