@@ -1,8 +1,8 @@
 """The estimator benchmark (``python -m benchmarks run estimators``: ``benchmarks/estimators.py``),
 one idea per module.
 
-* :mod:`.common`: settings of a run, seeding, the environment record (shared with
-  ``benchmarks/step_time.py``), JSON helpers;
+* :mod:`.common`: settings of a run, seeding, the environment record (that of
+  :mod:`benchmarks.environment`, shared with the other benchmarks), JSON helpers;
 * :mod:`.models`: the tasks' model code (from the examples, kept here);
 * :mod:`.registry`: every gradient estimator as one :class:`~.registry.Estimator` entry
   (Pyro's own and the ILS family); :mod:`.peers`: those of the package's other modules;

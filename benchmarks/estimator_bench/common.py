@@ -13,7 +13,7 @@ import pyro
 import torch
 
 # The machine/versions record of the existing benchmarks (one implementation).
-from benchmarks.step_time import _loadavg, environment, machine_line
+from benchmarks.environment import _loadavg, environment, machine_line
 
 BENCH = Path(__file__).resolve().parents[1]
 REPO = BENCH.parent

@@ -14,7 +14,7 @@ import pyro
 import torch
 
 import pyro_ils
-from benchmarks.step_time import cpu_model
+from benchmarks.environment import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results" / "zoo"
