@@ -3,7 +3,7 @@
 Every estimator of ``benchmarks/estimator_bench/registry.py`` and ``peers.py`` (exact
 enumeration, REINFORCE, baselines, RLOO, IndeCateR, MuProp, REBAR, RELAX,
 Gumbel-Softmax, ST-Gumbel, straight-through, ReinMax, Gumbel-Rao, GST, ILS) on the
-tasks of ``estimator_bench/tasks.py`` (the ILS proposal's toy, a mixture-of-experts
+tasks of ``estimator_bench/tasks/`` (the ILS proposal's toy, a mixture-of-experts
 bound, a categorical VAE on binarized digits, a polynomial), measuring two things:
 
 * ``gradients``: gradient quality against the exact gradient, every estimator at

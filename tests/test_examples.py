@@ -79,13 +79,13 @@ def test_step_time_benchmark_quick(tmp_path):
 
 def test_categorical_vae_exact_loss_is_the_enumerated_elbo(monkeypatch):
     # Oracle: TraceEnum_ELBO on the benchmark's rewrite of the same networks with one
-    # enumerable site per latent (benchmarks/estimator_bench/tasks.py, OneHotVAE),
+    # enumerable site per latent (benchmarks/estimator_bench/tasks/vae.py, OneHotVAE),
     # with the example's weights.
     import pyro
     import torch
     from pyro.infer import TraceEnum_ELBO, config_enumerate
 
-    from benchmarks.estimator_bench.tasks import OneHotVAE
+    from benchmarks.estimator_bench.tasks.vae import OneHotVAE
 
     monkeypatch.syspath_prepend(os.path.join(ROOT, "examples"))
     from categorical_vae import CategoricalVAE, exact_loss

@@ -7,7 +7,8 @@ one idea per module.
 * :mod:`.registry`: every gradient estimator as one :class:`~.registry.Estimator` entry
   (Pyro's own and the ILS family); :mod:`.peers`: those of the package's other modules;
   :mod:`.drawing`: how an entry's sites are drawn (:func:`~.drawing.prepare`);
-* :mod:`.tasks`: the problems (proposal toy, mixture of experts, digits VAEs, polynomial);
+* :mod:`.tasks`: the problems (proposal toy, mixture of experts, digits VAEs, polynomial),
+  one module per family;
 * :mod:`.gradients`: gradient quality against the exact gradient;
 * :mod:`.cost`: time per step and peak memory against K and the number of sites;
 * :mod:`.report`, :mod:`.summary`, :mod:`.reading`, :mod:`.plots`: the markdown page,

@@ -1,6 +1,6 @@
 """Cost: wall time per SVI step and peak memory against K and the number of sites.
 
-On :class:`~.tasks.CostTask` (a linear-decoder VAE with free per-image logits:
+On :class:`~.tasks.cost.CostTask` (a linear-decoder VAE with free per-image logits:
 ``L`` latent sites of ``K`` categories, a batch of ``B`` images of 64 pixels), every
 estimator runs ``warmup`` untimed steps, then ``steps`` timed ``svi.step`` calls;
 the median is reported. Peak memory is that of one further step: on CPU the peak of
@@ -26,7 +26,7 @@ import torch
 from pyro.infer import SVI
 
 from .registry import prepare
-from .tasks import CostTask
+from .tasks.cost import CostTask
 
 
 def _sync(device):
