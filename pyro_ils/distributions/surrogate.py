@@ -181,6 +181,25 @@ class SurrogateDistributionMixin:
         """
         return self.estimator.onehot(logits, index, support, weight)
 
+    def _rsample_onehot(self, sample_shape, index_of, wrap) -> Tensor:
+        """The base class's exact draw, carrying the backward where a path is wanted.
+
+        :param index_of: maps a draw to its drawn categories (int64).
+        :param wrap: ``wrap(draw, onehot)``, the value returned for a draw and its
+            one-hot carrying the estimator's backward.
+        """
+        logits, provenance = extract_provenance(self._surrogate_logits())
+        drawn = unwrap_provenance(super().sample(sample_shape))
+        if not self._path_wanted(logits):
+            return track_provenance(drawn, provenance)
+        onehot = self._surrogate_onehot(
+            logits,
+            index_of(drawn),
+            self._support_mask(),
+            self._draw_weight(logits.dtype, logits.device),
+        )
+        return self._tag(wrap(drawn, onehot), provenance)
+
     def score_parts(self, value):
         log_prob = self.log_prob(value)
         if not drawn_by(value, self):
@@ -204,14 +223,7 @@ class SurrogateCategoricalMixin(SurrogateDistributionMixin):
     """``Categorical`` draws as int64 :class:`~pyro_ils.ops.index_tensor.ILSIndexTensor`."""
 
     def rsample(self, sample_shape=torch.Size()):
-        logits, provenance = extract_provenance(self._surrogate_logits())
-        index = unwrap_provenance(super().sample(sample_shape))
-        if not self._path_wanted(logits):
-            return track_provenance(index, provenance)
-        onehot = self._surrogate_onehot(
-            logits, index, self._support_mask(), self._draw_weight(logits.dtype, logits.device)
-        )
-        return self._tag(ILSIndexTensor(index, onehot), provenance)
+        return self._rsample_onehot(sample_shape, lambda index: index, ILSIndexTensor)
 
     def log_prob(self, value):
         if self._validate_args and isinstance(value, Tensor) and value.is_floating_point():
@@ -248,17 +260,9 @@ class SurrogateOneHotMixin(SurrogateDistributionMixin):
     """``OneHotCategorical`` draws as float one-hots; ``log_prob`` differentiable in the value."""
 
     def rsample(self, sample_shape=torch.Size()):
-        logits, provenance = extract_provenance(self._surrogate_logits())
-        value = unwrap_provenance(super().sample(sample_shape))
-        if not self._path_wanted(logits):
-            return track_provenance(value, provenance)
-        onehot = self._surrogate_onehot(
-            logits,
-            value.argmax(-1),
-            self._support_mask(),
-            self._draw_weight(logits.dtype, logits.device),
+        return self._rsample_onehot(
+            sample_shape, lambda value: value.argmax(-1), lambda value, onehot: onehot
         )
-        return self._tag(onehot, provenance)
 
     def log_prob(self, value):
         return onehot_log_prob(super().log_prob(value), value, self.logits)

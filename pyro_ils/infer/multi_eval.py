@@ -324,6 +324,21 @@ def check_finite_float(name: str, value: Any, positive: bool = False) -> float:
     return out
 
 
+def check_num_samples(
+    elbo: str, num_samples: Any, elbo_kwargs: dict, why: str, hint: str = ""
+) -> int:
+    """``num_samples`` of the leave-one-out ELBO named ``elbo``: an int >= 2, given in
+    place of ``num_particles`` (not in ``elbo_kwargs``), else ``ValueError``. For fewer
+    than 2 the message gives ``why`` (in brackets) and ends with ``hint``."""
+    if "num_particles" in elbo_kwargs:
+        raise ValueError(f"{elbo} takes num_samples, not num_particles")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+    if num_samples < 2:
+        raise ValueError(f"{elbo} needs num_samples >= 2 ({why}), got {num_samples}{hint}")
+    return num_samples
+
+
 def leave_one_out_mean(values: Tensor, dim: int) -> Tensor:
     """Mean over ``dim`` of all entries but the one at each position."""
     n = values.size(dim)

@@ -104,6 +104,7 @@ from torch import Tensor
 from pyro_ils.infer.multi_eval import (
     Particle,
     SurrogateLossMixin,
+    check_num_samples,
     discrete_site_kind,
     elbo_value,
     iter_particles,
@@ -187,15 +188,8 @@ class TraceILSCV_ELBO(SurrogateLossMixin, Trace_ELBO):
     """
 
     def __init__(self, num_samples: int = 2, eta: float = 1.0, **elbo_kwargs) -> None:
-        if "num_particles" in elbo_kwargs:
-            raise ValueError("TraceILSCV_ELBO takes num_samples, not num_particles")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
-        if num_samples < 2:
-            raise ValueError(
-                f"TraceILSCV_ELBO needs num_samples >= 2 (the control variate of each particle "
-                f"is built from the others), got {num_samples}"
-            )
+        why = "the control variate of each particle is built from the others"
+        check_num_samples("TraceILSCV_ELBO", num_samples, elbo_kwargs, why)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
             raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
         super().__init__(num_particles=num_samples, **elbo_kwargs)

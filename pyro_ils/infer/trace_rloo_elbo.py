@@ -46,6 +46,7 @@ from torch import Tensor
 
 from pyro_ils.infer.multi_eval import (
     SurrogateLossMixin,
+    check_num_samples,
     elbo_value,
     leave_one_out_mean,
     leave_one_out_sum_to,
@@ -76,15 +77,9 @@ class TraceRLOO_ELBO(SurrogateLossMixin, Trace_ELBO):
     """
 
     def __init__(self, num_samples: int = 4, **elbo_kwargs) -> None:
-        if "num_particles" in elbo_kwargs:
-            raise ValueError("TraceRLOO_ELBO takes num_samples, not num_particles")
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-            raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
-        if num_samples < 2:
-            raise ValueError(
-                f"TraceRLOO_ELBO needs num_samples >= 2 (the baseline of each particle is the "
-                f"mean of the others), got {num_samples}; for a single sample use Trace_ELBO"
-            )
+        why = "the baseline of each particle is the mean of the others"
+        hint = "; for a single sample use Trace_ELBO"
+        check_num_samples("TraceRLOO_ELBO", num_samples, elbo_kwargs, why, hint)
         super().__init__(num_particles=num_samples, **elbo_kwargs)
         self.num_samples = num_samples
 
