@@ -4,6 +4,8 @@ exact enumeration, the relative gap of the final ELBO)."""
 
 from __future__ import annotations
 
+from pyro_ils.infer.site_choice import DIFFERENCES
+
 from .stats import _mean_sd, paired, t_interval
 
 DEFAULT = "ils_default"
@@ -36,7 +38,7 @@ def exact_everywhere(run) -> bool:
     """Whether the default's per-site choice gave every site of ``run`` exact
     differences (its gradients are then those of ``TraceILSDiff_ELBO()``)."""
     choices = run.get("site_choices") or {}
-    return bool(choices) and all(c.startswith("exact differences") for c in choices.values())
+    return bool(choices) and all(c.startswith(DIFFERENCES) for c in choices.values())
 
 
 def goals(result) -> list[dict]:
